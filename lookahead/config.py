@@ -1,0 +1,73 @@
+"""Config checks at the boundary, and the translation of `cfg.trainer` into HF TrainingArguments."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from lookahead.errors import ConfigError
+
+METHODS = ("vanilla", "real_prefix", "virtual_prefix")
+LOGGERS = ("wandb", "tensorboard", "none")
+
+# cfg.trainer keys that are ours, not TrainingArguments fields.
+_OWN_TRAINER_KEYS = {"max_seq_length", "effective_batch_size", "first_k", "pad_to_multiple_of"}
+
+
+def validate(cfg: DictConfig) -> None:
+    """Refuse values that would otherwise fail late or, worse, train silently wrong."""
+    t = cfg.trainer
+    checks = [
+        ("trainer.learning_rate", t.learning_rate, lambda v: v > 0, "must be > 0"),
+        ("trainer.per_device_train_batch_size", t.per_device_train_batch_size, lambda v: v >= 1, "must be >= 1"),
+        ("trainer.gradient_accumulation_steps", t.gradient_accumulation_steps, lambda v: v >= 1, "must be >= 1"),
+        ("trainer.max_seq_length", t.max_seq_length, lambda v: v >= 2, "must be >= 2"),
+        ("trainer.first_k", t.first_k, lambda v: v >= 1, "must be >= 1"),
+        ("trainer.num_train_epochs", t.num_train_epochs, lambda v: v > 0, "must be > 0"),
+    ]
+    for key, value, ok, rule in checks:
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not ok(value):
+            raise ConfigError(f"{key}={value!r}: {rule}")
+    if t.bf16 and t.fp16:
+        raise ConfigError("trainer.bf16=true and trainer.fp16=true: choose one")
+    if cfg.method.name not in METHODS:
+        raise ConfigError(f"method={cfg.method.name!r}: expected one of {list(METHODS)}")
+    if cfg.logger.name not in LOGGERS:
+        raise ConfigError(f"logger={cfg.logger.name!r}: expected one of {list(LOGGERS)}")
+    if cfg.resume not in (None, False, "auto") and not isinstance(cfg.resume, str):
+        raise ConfigError(f"resume={cfg.resume!r}: expected null, auto or a checkpoint path")
+
+
+def gradient_accumulation(trainer_cfg: DictConfig, world_size: int) -> int:
+    """Accumulation steps; derived from `effective_batch_size` when that is set, so a recipe keeps its batch."""
+    effective = trainer_cfg.get("effective_batch_size")
+    if effective is None:
+        return int(trainer_cfg.gradient_accumulation_steps)
+    per_step = int(trainer_cfg.per_device_train_batch_size) * world_size
+    if effective % per_step:
+        raise ConfigError(
+            f"trainer.effective_batch_size={effective} is not a multiple of per_device_train_batch_size x processes "
+            f"= {per_step}; change one of them"
+        )
+    return effective // per_step
+
+
+def training_arguments_kwargs(cfg: DictConfig, run_dir: str, world_size: int) -> dict[str, Any]:
+    """Keyword arguments for `transformers.TrainingArguments`, from `cfg.trainer` and the logger choice."""
+    t = OmegaConf.to_container(cfg.trainer, resolve=True)
+    kwargs = {k: v for k, v in t.items() if k not in _OWN_TRAINER_KEYS}
+    kwargs["gradient_accumulation_steps"] = gradient_accumulation(cfg.trainer, world_size)
+    report_to = {"wandb": ["wandb"], "tensorboard": ["tensorboard"], "none": []}[cfg.logger.name]
+    if cfg.logger.name == "wandb" and cfg.logger.mode == "disabled":
+        report_to = []
+    kwargs.update(
+        output_dir=run_dir,
+        report_to=report_to,
+        run_name=cfg.run_name,
+        remove_unused_columns=False,  # the collator needs the raw "messages"
+        gradient_checkpointing=bool(cfg.model.gradient_checkpointing),
+        gradient_checkpointing_kwargs={"use_reentrant": False} if cfg.model.gradient_checkpointing else None,
+        eval_strategy="steps" if cfg.dataset.eval_size and kwargs.get("eval_steps") else "no",
+    )
+    return kwargs

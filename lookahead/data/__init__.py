@@ -1,0 +1,1 @@
+"""Data: sources -> conversations -> (preview) -> token ids and labels -> batches."""

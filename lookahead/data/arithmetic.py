@@ -1,0 +1,84 @@
+"""A small GSM8K-style word-problem set generated on the fly, so the default job needs no download.
+
+Every answer shows its working with GSM8K's `<<a+b=c>>` calculator marks and ends with `#### <number>`.
+The generator is pure and seeded: the same (n, seed) always gives the same problems.
+"""
+
+from __future__ import annotations
+
+import random
+
+_NAMES = ["Ava", "Ben", "Chloe", "Diego", "Emma", "Farid", "Grace", "Hiro", "Ines", "Jamal", "Kai", "Lena"]
+_ITEMS = ["apples", "marbles", "stickers", "books", "pencils", "cookies", "stamps", "shells"]
+
+
+def _add_then_give(rng: random.Random) -> tuple[str, str]:
+    name, item = rng.choice(_NAMES), rng.choice(_ITEMS)
+    a, b = rng.randint(5, 60), rng.randint(2, 40)
+    c = rng.randint(1, a + b - 1)
+    total, left = a + b, a + b - c
+    question = f"{name} has {a} {item}. {name} buys {b} more and then gives {c} to a friend. How many {item} does {name} have now?"
+    answer = (
+        f"After buying, {name} has {a} + {b} = <<{a}+{b}={total}>>{total} {item}.\n"
+        f"After giving some away, {name} has {total} - {c} = <<{total}-{c}={left}>>{left} {item}.\n"
+        f"#### {left}"
+    )
+    return question, answer
+
+
+def _price_times_count(rng: random.Random) -> tuple[str, str]:
+    name, item = rng.choice(_NAMES), rng.choice(_ITEMS)
+    price, count, paid = rng.randint(2, 12), rng.randint(2, 9), 0
+    cost = price * count
+    paid = cost + rng.randint(0, 20)
+    change = paid - cost
+    question = (
+        f"{name} buys {count} packs of {item} at ${price} each and pays with ${paid}. "
+        f"How much change does {name} get?"
+    )
+    answer = (
+        f"The packs cost {count} x ${price} = $<<{count}*{price}={cost}>>{cost}.\n"
+        f"The change is ${paid} - ${cost} = $<<{paid}-{cost}={change}>>{change}.\n"
+        f"#### {change}"
+    )
+    return question, answer
+
+
+def _share_equally(rng: random.Random) -> tuple[str, str]:
+    name, item = rng.choice(_NAMES), rng.choice(_ITEMS)
+    friends, each = rng.randint(2, 8), rng.randint(2, 15)
+    total = friends * each
+    question = f"{name} shares {total} {item} equally among {friends} friends. How many {item} does each friend get?"
+    answer = f"Each friend gets {total} / {friends} = <<{total}/{friends}={each}>>{each} {item}.\n#### {each}"
+    return question, answer
+
+
+def _weekly_total(rng: random.Random) -> tuple[str, str]:
+    name = rng.choice(_NAMES)
+    per_day, days, bonus = rng.randint(3, 25), rng.randint(2, 7), rng.randint(1, 30)
+    base = per_day * days
+    total = base + bonus
+    question = (
+        f"{name} reads {per_day} pages a day for {days} days, then {bonus} more pages on Sunday. "
+        f"How many pages does {name} read in total?"
+    )
+    answer = (
+        f"On the weekdays {name} reads {per_day} x {days} = <<{per_day}*{days}={base}>>{base} pages.\n"
+        f"Adding Sunday gives {base} + {bonus} = <<{base}+{bonus}={total}>>{total} pages.\n"
+        f"#### {total}"
+    )
+    return question, answer
+
+
+_TEMPLATES = (_add_then_give, _price_times_count, _share_equally, _weekly_total)
+
+
+def generate_arithmetic(n: int, seed: int = 0) -> list[dict[str, str]]:
+    """Return `n` records `{"question", "answer"}` in GSM8K style.
+
+    Example:
+        >>> generate_arithmetic(1, seed=0)[0]["answer"].splitlines()[-1].startswith("#### ")
+        True
+    """
+    rng = random.Random(seed)
+    return [dict(zip(("question", "answer"), rng.choice(_TEMPLATES)(rng))) for _ in range(n)]

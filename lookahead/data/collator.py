@@ -1,0 +1,63 @@
+"""The data collator: preview on the fly, encode, pad. A sweep over `method.m` never rewrites data files."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from lookahead.constants import IGNORE_INDEX
+from lookahead.data.tokenize import ChatEncoder, Encoded, Skip
+from lookahead.preview.base import PreviewStrategy, preview_messages
+
+
+class LookaheadCollator:
+    """Turns `{"messages", "preview"}` examples into a padded batch.
+
+    Training examples (`preview=True`) get the preview strategy; evaluation examples (`preview=False`) never do.
+    Padding goes on the right; padded positions get attention 0 and label IGNORE_INDEX by construction, so a pad
+    id equal to EOS never masks the real end-of-turn token.
+
+    Example:
+        >>> batch = collator([{"messages": msgs, "preview": True}])  # doctest: +SKIP
+        >>> batch["labels"][0]                                      # doctest: +SKIP
+        tensor([-100, -100, ..., 22, 1345, 2])
+    """
+
+    def __init__(self, encoder: ChatEncoder, strategy: PreviewStrategy, pad_to_multiple_of: int | None = None):
+        self.encoder = encoder
+        self.strategy = strategy
+        self.pad_to_multiple_of = pad_to_multiple_of
+        tok = encoder.tokenizer
+        self.pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+
+    def encode_example(self, example: dict[str, Any]) -> Encoded | Skip:
+        messages = example["messages"]
+        if example.get("preview", True):
+            messages, _ = preview_messages(messages, self.strategy, self.encoder.tokenizer)
+        return self.encoder.encode(messages)
+
+    def __call__(self, examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        encoded = []
+        for example in examples:
+            enc = self.encode_example(example)
+            if isinstance(enc, Skip):
+                # The dataset is filtered with the same encoder before training, so this is a bug, not bad data.
+                raise RuntimeError(f"example reached the collator unfiltered ({enc.value}): {example['messages'][-2]}")
+            encoded.append(enc)
+        return self.pad(encoded)
+
+    def pad(self, encoded: list[Encoded]) -> dict[str, torch.Tensor]:
+        longest = max(len(e.input_ids) for e in encoded)
+        if self.pad_to_multiple_of:
+            longest = -(-longest // self.pad_to_multiple_of) * self.pad_to_multiple_of
+        n = len(encoded)
+        input_ids = torch.full((n, longest), self.pad_id, dtype=torch.long)
+        labels = torch.full((n, longest), IGNORE_INDEX, dtype=torch.long)
+        attention_mask = torch.zeros((n, longest), dtype=torch.long)
+        for row, e in enumerate(encoded):
+            length = len(e.input_ids)
+            input_ids[row, :length] = torch.tensor(e.input_ids)
+            labels[row, :length] = torch.tensor(e.labels)
+            attention_mask[row, :length] = 1
+        return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}

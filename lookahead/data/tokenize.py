@@ -1,0 +1,153 @@
+"""Conversation -> `input_ids` and `labels`, built together so they cannot drift apart.
+
+Layout of one encoded example (labels use IGNORE_INDEX everywhere but the answer):
+
+    input_ids:  <bos> [system] [user + preview] [generation prompt] answer <end-of-turn>
+    labels:     ----------------- IGNORE_INDEX ------------------  answer <end-of-turn>
+
+The answer span is *what the full rendering adds after the prompt rendering*, so whatever the chat template does
+(strip, trim, add a space, add an end-of-turn marker) is trained exactly as the model will see it at inference.
+Nothing searches the text for marker strings.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from jinja2 import TemplateError
+
+from lookahead.constants import IGNORE_INDEX, SYSTEM, USER
+from lookahead.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+SYSTEM_POLICIES = ("merge", "drop", "error")
+
+
+class Skip(enum.Enum):
+    """Why an example cannot be trained; counted and reported once per run."""
+
+    PROMPT_TOO_LONG = "prompt_too_long"
+    NO_ANSWER_TOKENS = "no_answer_tokens"
+
+
+@dataclass(frozen=True)
+class Encoded:
+    input_ids: list[int]
+    labels: list[int]
+    answer_truncated: bool = False
+    boundary_split: bool = False  # prompt and answer were tokenized apart because they merge at the boundary
+
+
+class ChatEncoder:
+    """Renders conversations with the tokenizer's chat template and builds labels by construction.
+
+    Args:
+        tokenizer: a Hugging Face tokenizer with a chat template.
+        max_seq_length: the longest sequence trained; longer answers are cut, longer prompts are skipped.
+        system_policy: what to do with a system prompt when the template has no system role:
+            "merge" prepends it to the first user turn (blank line between), "drop" discards it, "error" refuses.
+    """
+
+    def __init__(self, tokenizer: Any, max_seq_length: int, system_policy: str = "merge"):
+        if tokenizer.chat_template is None:
+            raise ConfigError(
+                f"tokenizer '{tokenizer.name_or_path}' has no chat template; set model.chat_template to a .jinja file "
+                "or a template string"
+            )
+        if system_policy not in SYSTEM_POLICIES:
+            raise ConfigError(f"dataset.system_policy={system_policy!r}: expected one of {list(SYSTEM_POLICIES)}")
+        if max_seq_length < 2:
+            raise ConfigError(f"trainer.max_seq_length={max_seq_length}: must be at least 2")
+        self.tokenizer = tokenizer
+        self.max_seq_length = max_seq_length
+        self.system_policy = system_policy
+        self.supports_system = self._template_keeps_system()
+        # Rendered templates carry their own BOS as text. Add one only if the tokenizer expects one and the
+        # template leaves it out, and never twice.
+        self.bos_id = tokenizer.bos_token_id
+        plain = tokenizer("a", add_special_tokens=True)["input_ids"]
+        self.tokenizer_adds_bos = self.bos_id is not None and len(plain) > 0 and plain[0] == self.bos_id
+        self.eos_id = tokenizer.eos_token_id
+        self.special_ids = set(tokenizer.all_special_ids)
+
+    def _template_keeps_system(self) -> bool:
+        sentinel = "lookahead-system-probe"
+        probe = [{"role": SYSTEM, "content": sentinel}, {"role": USER, "content": "hi"}]
+        try:
+            return sentinel in self.render(probe, add_generation_prompt=True)
+        except TemplateError:
+            return False
+
+    def render(self, messages: list[dict[str, str]], add_generation_prompt: bool) -> str:
+        # return_dict=False: transformers 5 returns a dict by default; tokenize=False gives the text itself.
+        return self.tokenizer.apply_chat_template(
+            messages, tokenize=False, add_generation_prompt=add_generation_prompt, return_dict=False
+        )
+
+    def fit_system(self, messages: list[dict[str, str]]) -> list[dict[str, str]]:
+        """Apply the system policy when the template has no system role."""
+        if self.supports_system or not messages or messages[0]["role"] != SYSTEM:
+            return messages
+        if self.system_policy == "error":
+            raise ConfigError(
+                f"the chat template of '{self.tokenizer.name_or_path}' has no system role; set "
+                "dataset.system_prompt=null or dataset.system_policy=merge|drop"
+            )
+        system, rest = messages[0]["content"], messages[1:]
+        if self.system_policy == "drop":
+            return rest
+        first = {**rest[0], "content": f"{system}\n\n{rest[0]['content']}"}
+        return [first, *rest[1:]]
+
+    def _ids(self, text: str) -> list[int]:
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def _with_bos(self, ids: list[int]) -> list[int]:
+        if self.tokenizer_adds_bos and (not ids or ids[0] != self.bos_id):
+            return [self.bos_id, *ids]
+        return ids
+
+    def encode_prompt(self, messages: list[dict[str, str]]) -> list[int]:
+        """Token ids of an inference prompt: the conversation so far plus the generation prompt. Never previewed."""
+        return self._with_bos(self._ids(self.render(self.fit_system(messages), add_generation_prompt=True)))
+
+    def encode(self, messages: list[dict[str, str]]) -> Encoded | Skip:
+        """Encode a conversation whose last message is the trained assistant turn."""
+        messages = self.fit_system(messages)
+        prompt_text = self.render(messages[:-1], add_generation_prompt=True)
+        full_text = self.render(messages, add_generation_prompt=False)
+        if not full_text.startswith(prompt_text):
+            raise ConfigError(
+                f"the chat template of '{self.tokenizer.name_or_path}' renders the prompt differently once the answer "
+                "follows it, so the answer span is undefined; use a template whose turns are appended, not rewritten"
+            )
+        # What follows the end-of-turn marker (e.g. ChatML's newline) only separates turns: not trained.
+        answer_text = full_text[len(prompt_text):].rstrip()
+
+        prompt_ids = self._ids(prompt_text)
+        joint = self._ids(prompt_text + answer_text)
+        boundary_split = joint[: len(prompt_ids)] != prompt_ids
+        # If the answer merges with the prompt's last token (ChatML "\n" + " answer"), tokenize the answer on its
+        # own: the prompt must stay exactly the token sequence the model is given at inference.
+        answer_ids = self._ids(answer_text) if boundary_split else joint[len(prompt_ids):]
+        if answer_ids and answer_ids[-1] not in self.special_ids and self.eos_id is not None:
+            answer_ids = [*answer_ids, self.eos_id]  # a template with no end-of-turn marker: the model must still stop
+        prompt_ids = self._with_bos(prompt_ids)
+
+        room = self.max_seq_length - len(prompt_ids)
+        if room <= 0:
+            return Skip.PROMPT_TOO_LONG
+        truncated = len(answer_ids) > room
+        answer_ids = answer_ids[:room]
+        if not answer_ids:
+            return Skip.NO_ANSWER_TOKENS
+        return Encoded(
+            input_ids=prompt_ids + answer_ids,
+            labels=[IGNORE_INDEX] * len(prompt_ids) + answer_ids,
+            answer_truncated=truncated,
+            boundary_split=boundary_split,
+        )

@@ -1,0 +1,19 @@
+"""User-facing errors. Each renders as one line that names where the problem is and how to fix it."""
+
+
+class LookaheadError(Exception):
+    """Base class: the entry points print `str(error)` on one line and exit non-zero."""
+
+
+class DataError(LookaheadError, ValueError):
+    """A data file or example is malformed. The message names the file, line or example, and field."""
+
+    def __init__(self, source: str, message: str, line: int | None = None, field: str | None = None):
+        where = source if line is None else f"{source}:{line}"
+        what = f"field '{field}': " if field else ""
+        super().__init__(f"{where}: {what}{message}")
+        self.source, self.line, self.field = source, line, field
+
+
+class ConfigError(LookaheadError, ValueError):
+    """A config value is invalid. The message names the key, the value and the fix."""

@@ -1,0 +1,37 @@
+"""The preview protocol and the one function that applies a strategy to a conversation."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from lookahead.constants import ASSISTANT, USER
+
+
+@dataclass(frozen=True)
+class PreviewResult:
+    user: str
+    answer: str
+    whole_answer_previewed: bool = False  # real_prefix with m >= answer length
+
+
+class PreviewStrategy(Protocol):
+    name: str
+
+    def apply(self, user: str, answer: str, tokenizer: Any) -> PreviewResult:
+        """Return the rewritten (user, answer) pair for one training example."""
+        ...
+
+
+def preview_messages(
+    messages: list[dict[str, str]], strategy: PreviewStrategy, tokenizer: Any
+) -> tuple[list[dict[str, str]], PreviewResult]:
+    """Apply `strategy` to the last user turn and the trained (last) assistant turn; earlier turns are untouched."""
+    if messages[-1]["role"] != ASSISTANT or messages[-2]["role"] != USER:
+        raise ValueError("a training conversation must end with a user turn followed by the trained assistant turn")
+    result = strategy.apply(messages[-2]["content"], messages[-1]["content"], tokenizer)
+    out = copy.copy(messages)
+    out[-2] = {**messages[-2], "content": result.user}
+    out[-1] = {**messages[-1], "content": result.answer}
+    return out, result

@@ -1,0 +1,32 @@
+"""Real-answer preview: user = instruction + connector + the first m answer tokens, decoded; answer unchanged."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from lookahead.errors import ConfigError
+from lookahead.preview.base import PreviewResult
+
+DEFAULT_CONNECTOR = " The answer begins with: "
+
+
+@dataclass(frozen=True)
+class RealPrefix:
+    m: int = 6
+    connector: str = DEFAULT_CONNECTOR
+    name: str = "real_prefix"
+    tag: str | None = None  # the short form used in run names
+
+    def __post_init__(self) -> None:
+        if isinstance(self.m, bool) or not isinstance(self.m, int) or self.m <= 0:
+            raise ConfigError(f"method.m={self.m!r}: the number of previewed answer tokens must be a positive integer")
+        if not isinstance(self.connector, str):
+            raise ConfigError(f"method.connector={self.connector!r}: expected a string")
+
+    def apply(self, user: str, answer: str, tokenizer: Any) -> PreviewResult:
+        ids = tokenizer(answer, add_special_tokens=False)["input_ids"]
+        head = tokenizer.decode(ids[: self.m], skip_special_tokens=True)
+        # A cut inside a multi-byte character decodes to U+FFFD; show only whole characters.
+        head = head.rstrip("\ufffd")
+        return PreviewResult(user + self.connector + head, answer, whole_answer_previewed=len(ids) <= self.m)

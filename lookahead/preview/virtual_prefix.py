@@ -1,0 +1,29 @@
+"""Virtual preview: a fixed text P is shown in the user turn and also starts the answer (answer = P + answer)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from lookahead.errors import ConfigError
+from lookahead.preview.base import PreviewResult
+from lookahead.preview.real_prefix import DEFAULT_CONNECTOR
+
+DEFAULT_PREFIX = "Let's solve this problem. "
+
+
+@dataclass(frozen=True)
+class VirtualPrefix:
+    prefix: str = DEFAULT_PREFIX
+    connector: str = DEFAULT_CONNECTOR
+    name: str = "virtual_prefix"
+    tag: str | None = None  # the short form used in run names
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.prefix, str) or not self.prefix.strip():
+            raise ConfigError(f"method.prefix={self.prefix!r}: the virtual prefix must be non-empty text")
+        if not isinstance(self.connector, str):
+            raise ConfigError(f"method.connector={self.connector!r}: expected a string")
+
+    def apply(self, user: str, answer: str, tokenizer: Any) -> PreviewResult:
+        return PreviewResult(user + self.connector + self.prefix, self.prefix + answer)

@@ -1,0 +1,96 @@
+"""Run summaries, the model card, and the sweep.csv written at the end of a Hydra multirun."""
+
+from __future__ import annotations
+
+import csv
+import html
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
+
+log = logging.getLogger(__name__)
+
+SUMMARY_FILE = "summary.json"
+SWEEP_COLUMNS = ["job", "overrides", "final_loss", "loss_first_k", "loss_rest", "global_step", "run_dir"]
+
+
+def last_logged(log_history: list[dict[str, Any]], key: str) -> float | None:
+    return next((entry[key] for entry in reversed(log_history) if key in entry), None)
+
+
+def write_summary(run_dir: Path, summary: dict[str, Any]) -> Path:
+    path = run_dir / SUMMARY_FILE
+    path.write_text(json.dumps(summary, indent=2) + "\n")
+    return path
+
+
+def write_model_card(final_dir: Path, cfg: DictConfig, summary: dict[str, Any]) -> Path:
+    """A short README.md next to the weights. Values that come from data or config are escaped."""
+    method = cfg.method.name
+    preview = {
+        "vanilla": "none (baseline fine-tune)",
+        "real_prefix": f"the first {cfg.method.get('m')} answer tokens, after {cfg.method.get('connector')!r}",
+        "virtual_prefix": f"{cfg.method.get('prefix')!r} in the prompt and at the start of the answer",
+    }.get(method, method)
+    loader = "AutoPeftModelForCausalLM" if summary.get("adapter") else "AutoModelForCausalLM"
+    lines = [
+        "---",
+        "library_name: " + ("peft" if summary.get("adapter") else "transformers"),
+        "tags: [lookahead, lookahead-tuning, safety]",
+        "---",
+        f"# {html.escape(str(cfg.run_name))}",
+        "",
+        f"Fine-tuned from `{html.escape(str(summary.get('base_model')))}` with "
+        "[LookAhead Tuning](https://arxiv.org/abs/2503.19041) by the `lookahead` framework.",
+        "",
+        f"- method: `{html.escape(method)}`; preview: {html.escape(preview)}",
+        f"- data: `{html.escape(str(cfg.dataset.name))}`, {summary.get('data', {}).get('train/kept')} training examples",
+        f"- steps: {summary.get('global_step')}; final training loss {summary.get('final_loss')}; "
+        f"loss on the first {cfg.trainer.first_k} answer tokens {summary.get('loss_first_k')}",
+        "",
+        "Prompts at inference are **not** previewed: use the chat template as usual.",
+        "",
+        "```python",
+        f"from {'peft' if summary.get('adapter') else 'transformers'} import {loader}",
+        f'model = {loader}.from_pretrained("{final_dir.name}")',
+        "```",
+        "",
+    ]
+    path = final_dir / "README.md"
+    path.write_text("\n".join(lines))
+    return path
+
+
+def collect_sweep(sweep_dir: Path) -> list[dict[str, Any]]:
+    """One row per job folder of a multirun that wrote a summary."""
+    rows = []
+    for summary_path in sorted(sweep_dir.glob(f"*/{SUMMARY_FILE}")):
+        job_dir = summary_path.parent
+        summary = json.loads(summary_path.read_text())
+        overrides_path = job_dir / ".hydra" / "overrides.yaml"
+        overrides = OmegaConf.load(overrides_path) if overrides_path.is_file() else []
+        row = {"job": job_dir.name, "overrides": " ".join(overrides), "run_dir": str(job_dir)}
+        row.update({k: summary.get(k) for k in SWEEP_COLUMNS if k not in row})
+        rows.append(row)
+    return rows
+
+
+def write_sweep_csv(sweep_dir: Path) -> Path:
+    path = sweep_dir / "sweep.csv"
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=SWEEP_COLUMNS)
+        writer.writeheader()
+        writer.writerows(collect_sweep(sweep_dir))
+    return path
+
+
+class SweepSummaryCallback(Callback):
+    """Hydra callback: after `python train.py -m ...`, write `<sweep dir>/sweep.csv`."""
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        path = write_sweep_csv(Path(config.hydra.sweep.dir))
+        log.info("Sweep summary: %s", path)

@@ -1,0 +1,173 @@
+"""The training recipe: read top to bottom. `train(cfg)` is a plain function, so tests call it directly."""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from transformers import Trainer, TrainingArguments, set_seed
+
+from lookahead.callbacks import JsonlMetricsCallback, write_metrics_record
+from lookahead.config import training_arguments_kwargs, validate
+from lookahead.data.collator import LookaheadCollator
+from lookahead.data.prepare import filter_trainable
+from lookahead.data.sources import load_examples, split_train_eval
+from lookahead.data.tokenize import ChatEncoder
+from lookahead.loggers import finish_experiment_logger, start_experiment_logger
+from lookahead.loss import AnswerTokenLoss
+from lookahead.modeling import apply_lora, load_model, load_tokenizer, resolve_model_path
+from lookahead.reporting import last_logged, write_model_card, write_summary
+from lookahead.rundir import checkpoint_step, resolve_resume, truncate_metrics
+
+log = logging.getLogger(__name__)
+
+METRICS_FILE = "metrics.jsonl"
+CONFIG_FILE = "config.yaml"
+
+
+class LookaheadTrainer(Trainer):
+    """The HF Trainer with the answer-token loss, and first-k / rest answer losses logged beside the loss."""
+
+    def __init__(self, *args: Any, answer_loss: AnswerTokenLoss, **kwargs: Any):
+        super().__init__(*args, compute_loss_func=answer_loss, **kwargs)
+        self.answer_loss = answer_loss
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        # Every process reaches this point at the same step, so the reduction below is safe under DDP.
+        if "loss" in logs:
+            stats = self.answer_loss.pop_stats()
+            stats = torch.zeros(4) if stats is None else stats
+            stats = self.accelerator.reduce(stats.to(self.args.device), reduction="sum").tolist()
+            logs["loss_first_k"] = stats[0] / stats[1] if stats[1] else math.nan
+            logs["loss_rest"] = stats[2] / stats[3] if stats[3] else math.nan
+        super().log(logs, start_time)
+
+
+def setup_logging(run_dir: Path, is_main_process: bool) -> None:
+    """Main process: console (from Hydra) plus run_dir/train.log. Other ranks: warnings only."""
+    import transformers
+
+    root = logging.getLogger()
+    if not is_main_process:
+        root.setLevel(logging.WARNING)
+        transformers.logging.set_verbosity_warning()
+        return
+    root.setLevel(logging.INFO)
+    path = str(run_dir / "train.log")
+    if not any(getattr(h, "baseFilename", None) == str(Path(path).resolve()) for h in root.handlers):
+        handler = logging.FileHandler(path)
+        handler.setFormatter(logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"))
+        root.addHandler(handler)
+
+
+def train(cfg: DictConfig) -> dict[str, Any]:
+    """Fine-tune as configured; returns the run summary (also written to run_dir/summary.json)."""
+    from accelerate import PartialState
+
+    validate(cfg)
+    state = PartialState()  # joins the process group under `accelerate launch`
+    run_dir = Path(cfg.paths.output_dir)
+    is_main = state.is_main_process
+    if is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    state.wait_for_everyone()
+    setup_logging(run_dir, is_main)
+    set_seed(cfg.trainer.seed)
+
+    # Decide resume before any work, so a refused start costs nothing.
+    resume_from = resolve_resume(run_dir, cfg.resume)
+    if is_main:
+        (run_dir / CONFIG_FILE).write_text(OmegaConf.to_yaml(cfg, resolve=True))
+
+    with state.main_process_first():  # the GGUF conversion, if any, runs once
+        model_path = resolve_model_path(cfg.model, cfg.paths.cache_dir)
+    tokenizer = load_tokenizer(cfg.model, model_path)
+
+    log.info("Preview strategy: %s", cfg.method.name)
+    strategy = instantiate(cfg.method)
+    encoder = ChatEncoder(tokenizer, cfg.trainer.max_seq_length, cfg.dataset.system_policy)
+    if not encoder.supports_system and cfg.dataset.get("system_prompt"):
+        log.info("The chat template has no system role: dataset.system_policy=%s", cfg.dataset.system_policy)
+    collator = LookaheadCollator(encoder, strategy, cfg.trainer.get("pad_to_multiple_of"))
+
+    examples = load_examples(cfg.dataset)
+    train_examples, eval_examples = split_train_eval(examples, int(cfg.dataset.eval_size), cfg.trainer.seed)
+    train_examples, train_report = filter_trainable(
+        train_examples, collator, name=f"{cfg.dataset.name}/train", max_skip_fraction=cfg.dataset.max_skip_fraction
+    )
+    data_metrics = train_report.as_metrics("train")
+    if eval_examples:
+        eval_examples, eval_report = filter_trainable(
+            eval_examples, collator, name=f"{cfg.dataset.name}/eval", max_skip_fraction=cfg.dataset.max_skip_fraction
+        )
+        data_metrics.update(eval_report.as_metrics("eval"))
+    log.info("Data: %s", data_metrics)
+
+    model = load_model(cfg.model, model_path, tokenizer, cfg.lora, seed=cfg.trainer.seed, local_rank=state.local_process_index)
+    model = apply_lora(model, cfg.lora, bool(cfg.model.gradient_checkpointing))
+
+    args = TrainingArguments(**training_arguments_kwargs(cfg, str(run_dir), state.num_processes))
+    metrics_path = run_dir / METRICS_FILE
+    trainer = LookaheadTrainer(
+        model=model,
+        args=args,
+        train_dataset=train_examples,
+        eval_dataset=eval_examples or None,
+        data_collator=collator,
+        processing_class=tokenizer,
+        answer_loss=AnswerTokenLoss(cfg.trainer.first_k),
+        callbacks=[JsonlMetricsCallback(metrics_path)],
+    )
+
+    if is_main:
+        if resume_from is not None:
+            truncate_metrics(metrics_path, checkpoint_step(resume_from))
+            log.info("Resuming from %s", resume_from)
+        else:
+            metrics_path.unlink(missing_ok=True)
+            write_metrics_record(metrics_path, {"step": 0, **data_metrics})
+    experiment_run = start_experiment_logger(cfg, run_dir, is_main_process=is_main)
+
+    started = time.time()
+    result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    final_dir = run_dir / "final"
+    trainer.save_model(str(final_dir))  # every rank calls it: FSDP and DeepSpeed gather weights collectively
+
+    history = trainer.state.log_history
+    summary = {
+        "run_dir": str(run_dir),
+        "final_dir": str(final_dir),
+        "metrics": str(metrics_path),
+        "config": str(run_dir / CONFIG_FILE),
+        "base_model": model_path,
+        "adapter": bool(cfg.lora.get("r")),
+        "method": cfg.method.name,
+        "global_step": trainer.state.global_step,
+        "final_loss": last_logged(history, "loss"),
+        "loss_first_k": last_logged(history, "loss_first_k"),
+        "loss_rest": last_logged(history, "loss_rest"),
+        "train_loss": result.training_loss,
+        "train_seconds": round(time.time() - started, 2),
+        "data": data_metrics,
+    }
+    if is_main:
+        tokenizer.save_pretrained(str(final_dir))
+        (final_dir / "lookahead_config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+        write_model_card(final_dir, cfg, summary)
+        write_summary(run_dir, summary)
+        kind = "adapter" if summary["adapter"] else "model"
+        print(
+            f"\nDone: {trainer.state.global_step} steps, final loss {summary['final_loss']}, "
+            f"first-{cfg.trainer.first_k}-token loss {summary['loss_first_k']}\n"
+            f"  {kind}:  {final_dir}\n  metrics: {metrics_path}\n  config:  {run_dir / CONFIG_FILE}\n",
+            flush=True,
+        )
+    finish_experiment_logger(experiment_run, summary)
+    state.wait_for_everyone()
+    return summary
