@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
 from omegaconf import DictConfig, OmegaConf
 
 from lookahead.errors import ConfigError
@@ -66,8 +67,9 @@ def training_arguments_kwargs(cfg: DictConfig, run_dir: str, world_size: int) ->
         report_to=report_to,
         run_name=cfg.run_name,
         remove_unused_columns=False,  # the collator needs the raw "messages"
-        gradient_checkpointing=bool(cfg.model.gradient_checkpointing),
-        gradient_checkpointing_kwargs={"use_reentrant": False} if cfg.model.gradient_checkpointing else None,
+        activation_checkpointing=bool(cfg.model.gradient_checkpointing),
+        activation_checkpointing_kwargs={"use_reentrant": False} if cfg.model.gradient_checkpointing else None,
+        dataloader_pin_memory=torch.cuda.is_available(),
         eval_strategy="steps" if cfg.dataset.eval_size and kwargs.get("eval_steps") else "no",
     )
     return kwargs

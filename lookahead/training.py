@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +67,38 @@ def setup_logging(run_dir: Path, is_main_process: bool) -> None:
         root.addHandler(handler)
 
 
+@dataclass
+class TrainingData:
+    tokenizer: Any
+    collator: LookaheadCollator
+    train: list[dict[str, Any]]
+    eval: list[dict[str, Any]]
+    metrics: dict[str, int]
+
+
+def build_data(cfg: DictConfig, model_path: str) -> TrainingData:
+    """Tokenizer, preview strategy, collator and the filtered examples: everything but the model."""
+    tokenizer = load_tokenizer(cfg.model, model_path)
+    strategy = instantiate(cfg.method)
+    encoder = ChatEncoder(tokenizer, cfg.trainer.max_seq_length, cfg.dataset.system_policy)
+    if not encoder.supports_system and cfg.dataset.get("system_prompt"):
+        log.info("The chat template has no system role: dataset.system_policy=%s", cfg.dataset.system_policy)
+    collator = LookaheadCollator(encoder, strategy, cfg.trainer.get("pad_to_multiple_of"))
+
+    examples = load_examples(cfg.dataset)
+    train_examples, eval_examples = split_train_eval(examples, int(cfg.dataset.eval_size), cfg.trainer.seed)
+    train_examples, report = filter_trainable(
+        train_examples, collator, name=f"{cfg.dataset.name}/train", max_skip_fraction=cfg.dataset.max_skip_fraction
+    )
+    metrics = report.as_metrics("train")
+    if eval_examples:
+        eval_examples, eval_report = filter_trainable(
+            eval_examples, collator, name=f"{cfg.dataset.name}/eval", max_skip_fraction=cfg.dataset.max_skip_fraction
+        )
+        metrics.update(eval_report.as_metrics("eval"))
+    return TrainingData(tokenizer, collator, train_examples, eval_examples, metrics)
+
+
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Fine-tune as configured; returns the run summary (also written to run_dir/summary.json)."""
     from accelerate import PartialState
@@ -87,29 +120,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
     with state.main_process_first():  # the GGUF conversion, if any, runs once
         model_path = resolve_model_path(cfg.model, cfg.paths.cache_dir)
-    tokenizer = load_tokenizer(cfg.model, model_path)
+    data = build_data(cfg, model_path)
+    log.info("Data: %s", data.metrics)
 
-    log.info("Preview strategy: %s", cfg.method.name)
-    strategy = instantiate(cfg.method)
-    encoder = ChatEncoder(tokenizer, cfg.trainer.max_seq_length, cfg.dataset.system_policy)
-    if not encoder.supports_system and cfg.dataset.get("system_prompt"):
-        log.info("The chat template has no system role: dataset.system_policy=%s", cfg.dataset.system_policy)
-    collator = LookaheadCollator(encoder, strategy, cfg.trainer.get("pad_to_multiple_of"))
-
-    examples = load_examples(cfg.dataset)
-    train_examples, eval_examples = split_train_eval(examples, int(cfg.dataset.eval_size), cfg.trainer.seed)
-    train_examples, train_report = filter_trainable(
-        train_examples, collator, name=f"{cfg.dataset.name}/train", max_skip_fraction=cfg.dataset.max_skip_fraction
-    )
-    data_metrics = train_report.as_metrics("train")
-    if eval_examples:
-        eval_examples, eval_report = filter_trainable(
-            eval_examples, collator, name=f"{cfg.dataset.name}/eval", max_skip_fraction=cfg.dataset.max_skip_fraction
-        )
-        data_metrics.update(eval_report.as_metrics("eval"))
-    log.info("Data: %s", data_metrics)
-
-    model = load_model(cfg.model, model_path, tokenizer, cfg.lora, seed=cfg.trainer.seed, local_rank=state.local_process_index)
+    model = load_model(cfg.model, model_path, data.tokenizer, cfg.lora, seed=cfg.trainer.seed, local_rank=state.local_process_index)
     model = apply_lora(model, cfg.lora, bool(cfg.model.gradient_checkpointing))
 
     args = TrainingArguments(**training_arguments_kwargs(cfg, str(run_dir), state.num_processes))
@@ -117,10 +131,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     trainer = LookaheadTrainer(
         model=model,
         args=args,
-        train_dataset=train_examples,
-        eval_dataset=eval_examples or None,
-        data_collator=collator,
-        processing_class=tokenizer,
+        train_dataset=data.train,
+        eval_dataset=data.eval or None,
+        data_collator=data.collator,
+        processing_class=data.tokenizer,
         answer_loss=AnswerTokenLoss(cfg.trainer.first_k),
         callbacks=[JsonlMetricsCallback(metrics_path)],
     )
@@ -131,7 +145,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             log.info("Resuming from %s", resume_from)
         else:
             metrics_path.unlink(missing_ok=True)
-            write_metrics_record(metrics_path, {"step": 0, **data_metrics})
+            write_metrics_record(metrics_path, {"step": 0, **data.metrics})
     experiment_run = start_experiment_logger(cfg, run_dir, is_main_process=is_main)
 
     started = time.time()
@@ -154,10 +168,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "loss_rest": last_logged(history, "loss_rest"),
         "train_loss": result.training_loss,
         "train_seconds": round(time.time() - started, 2),
-        "data": data_metrics,
+        "data": data.metrics,
     }
     if is_main:
-        tokenizer.save_pretrained(str(final_dir))
+        data.tokenizer.save_pretrained(str(final_dir))
         (final_dir / "lookahead_config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
         write_model_card(final_dir, cfg, summary)
         write_summary(run_dir, summary)

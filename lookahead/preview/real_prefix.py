@@ -26,7 +26,7 @@ class RealPrefix:
 
     def apply(self, user: str, answer: str, tokenizer: Any) -> PreviewResult:
         ids = tokenizer(answer, add_special_tokens=False)["input_ids"]
-        head = tokenizer.decode(ids[: self.m], skip_special_tokens=True)
+        head = tokenizer.decode(ids[: self.m], skip_special_tokens=True, clean_up_tokenization_spaces=False)
         # A cut inside a multi-byte character decodes to U+FFFD; show only whole characters.
         head = head.rstrip("\ufffd")
         return PreviewResult(user + self.connector + head, answer, whole_answer_previewed=len(ids) <= self.m)

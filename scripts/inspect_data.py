@@ -1,0 +1,49 @@
+"""Print exactly what is trained: one JSON line per collated training example.
+
+    python scripts/inspect_data.py <the same overrides as train.py> inspect.n=3
+
+Keys: index, input_ids, labels, text (the decoded input), trained_text (the decoded label tokens only).
+"""
+
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from lookahead.constants import IGNORE_INDEX  # noqa: E402
+from lookahead.errors import LookaheadError  # noqa: E402
+
+
+def main(argv: list[str]) -> int:
+    options = {a.split("=", 1)[0]: a.split("=", 1)[1] for a in argv if a.startswith("inspect.")}
+    overrides = [a for a in argv if not a.startswith("inspect.")]
+    n = int(options.get("inspect.n", 3))
+
+    from lookahead.cli import compose_train_config
+    from lookahead.modeling import resolve_model_path
+    from lookahead.training import build_data
+
+    cfg = compose_train_config(overrides)
+    data = build_data(cfg, resolve_model_path(cfg.model, cfg.paths.cache_dir))
+    tokenizer = data.tokenizer
+    for index, example in enumerate(data.train[:n]):
+        batch = data.collator([example])
+        input_ids, labels = batch["input_ids"][0].tolist(), batch["labels"][0].tolist()
+        trained = [t for t in labels if t != IGNORE_INDEX]
+        print(json.dumps({
+            "index": index,
+            "input_ids": input_ids,
+            "labels": labels,
+            "text": tokenizer.decode(input_ids, skip_special_tokens=False),
+            "trained_text": tokenizer.decode(trained, skip_special_tokens=False),
+        }, ensure_ascii=False))
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main(sys.argv[1:]))
+    except LookaheadError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)

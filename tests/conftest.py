@@ -1,0 +1,72 @@
+"""Shared fixtures: real tokenizers from ../shared, composed configs redirected to tmp_path."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = ROOT.parent / "shared"
+TOKENIZERS = ["llama2-chat", "llama3-instruct", "mistral-instruct", "qwen2.5-instruct", "smollm2-instruct"]
+GSM8K_TRAIN = SHARED / "data" / "gsm8k" / "train.jsonl"
+
+requires_shared = pytest.mark.skipif(
+    not (SHARED / "tokenizers").is_dir(), reason="../shared (real tokenizers and GSM8K) is not present next to the repo"
+)
+
+
+@functools.lru_cache(maxsize=None)
+def load_shared_tokenizer(name: str):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(SHARED / "tokenizers" / name))
+
+
+def gsm8k_records(n: int) -> list[dict]:
+    with GSM8K_TRAIN.open() as f:
+        return [json.loads(next(f)) for _ in range(n)]
+
+
+def compose(overrides: list[str], output_dir: Path | None = None):
+    from lookahead.cli import compose_train_config
+
+    cfg = compose_train_config(overrides)
+    if output_dir is not None:
+        cfg.paths.output_dir = str(output_dir)
+    return cfg
+
+
+def tiny_overrides(tokenizer: str = "smollm2-instruct") -> list[str]:
+    """A tiny random Llama on GSM8K-style built-in data, logging every step, nothing external."""
+    return [
+        "model=tiny",
+        f"model.tokenizer={SHARED / 'tokenizers' / tokenizer}",
+        "logger=none",
+        "dataset.size=64",
+        "trainer.logging_steps=1",
+        "trainer.save_steps=1000",
+        "trainer.max_seq_length=256",
+    ]
+
+
+def run_cli(args: list[str], cwd: Path = ROOT, timeout: int = 600, env_extra: dict | None = None):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_SILENT": "true", **(env_extra or {})}
+    return subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def python_cli(script: str, *args: str, **kwargs):
+    return run_cli([sys.executable, str(ROOT / script), *args], **kwargs)
+
+
+def read_metrics(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line]
+
+
+def losses(metrics: list[dict]) -> dict[int, float]:
+    return {m["step"]: m["loss"] for m in metrics if "loss" in m}

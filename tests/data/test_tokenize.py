@@ -1,0 +1,223 @@
+"""Labels by construction, checked against the tokenizers' own apply_chat_template on real templates."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from lookahead.constants import IGNORE_INDEX
+from lookahead.data.collator import LookaheadCollator
+from lookahead.data.tokenize import ChatEncoder, Skip
+from lookahead.errors import ConfigError
+from lookahead.preview import RealPrefix, Vanilla, VirtualPrefix, preview_messages
+from tests.conftest import TOKENIZERS, gsm8k_records, load_shared_tokenizer, requires_shared
+
+pytestmark = requires_shared
+
+SYSTEM = "You are a helpful assistant."
+CONNECTOR = " The answer begins with: "
+# What each template appends after the assistant content (Llama-2 puts a space before </s>).
+END_OF_TURN = {
+    "llama2-chat": " </s>",
+    "llama3-instruct": "<|eot_id|>",
+    "mistral-instruct": "</s>",
+    "qwen2.5-instruct": "<|im_end|>",
+    "smollm2-instruct": "<|im_end|>",
+}
+STRATEGIES = {"vanilla": Vanilla(), "real_prefix": RealPrefix(m=6), "virtual_prefix": VirtualPrefix()}
+
+
+def conversation(record: dict, system: str | None = SYSTEM) -> list[dict]:
+    msgs = [{"role": "system", "content": system}] if system else []
+    return msgs + [{"role": "user", "content": record["question"]}, {"role": "assistant", "content": record["answer"]}]
+
+
+def oracle_ids(tokenizer, messages, add_generation_prompt):
+    return list(tokenizer.apply_chat_template(messages, tokenize=True, add_generation_prompt=add_generation_prompt, return_dict=False))
+
+
+def prompt_length(labels: list[int]) -> int:
+    return next(i for i, t in enumerate(labels) if t != IGNORE_INDEX)
+
+
+class TestChatEncoderMatrix:
+    """Every shared tokenizer x every method, on real GSM8K examples."""
+
+    @pytest.mark.parametrize("method", list(STRATEGIES))
+    @pytest.mark.parametrize("name", TOKENIZERS)
+    def test_encode_trains_exactly_the_answer_and_end_of_turn(self, name, method):
+        tokenizer = load_shared_tokenizer(name)
+        encoder = ChatEncoder(tokenizer, max_seq_length=2048)
+        strategy = STRATEGIES[method]
+        collator = LookaheadCollator(encoder, strategy)
+        for record in gsm8k_records(4):
+            messages = conversation(record)
+            previewed, _ = preview_messages(messages, strategy, tokenizer)
+            enc = collator.encode_example({"messages": messages, "preview": True})
+            n_prompt = prompt_length(enc.labels)
+
+            # Labels are IGNORE_INDEX on the whole prompt and equal the input on the answer span.
+            assert enc.labels[:n_prompt] == [IGNORE_INDEX] * n_prompt
+            assert enc.labels[n_prompt:] == enc.input_ids[n_prompt:]
+
+            # The trained text is the (previewed, for virtual) answer plus the template's end-of-turn marker.
+            answer = previewed[-1]["content"].strip()
+            trained = tokenizer.decode(enc.input_ids[n_prompt:], skip_special_tokens=False)
+            assert trained.strip() == (answer + END_OF_TURN[name]).strip()
+            if method == "virtual_prefix":
+                assert trained.lstrip().startswith("Let's solve this problem. " + record["answer"][:10])
+
+            # The prompt is token for token what the model is given at inference (the template's own tokenization).
+            expected_prompt = oracle_ids(tokenizer, encoder.fit_system(previewed[:-1]), add_generation_prompt=True)
+            assert enc.input_ids[:n_prompt] == expected_prompt
+            # And the whole sequence is the template's tokenization of the full conversation, up to trailing space.
+            full = oracle_ids(tokenizer, encoder.fit_system(previewed), add_generation_prompt=False)
+            assert enc.input_ids == full[: len(enc.input_ids)]
+            assert tokenizer.decode(full[len(enc.input_ids):]).strip() == ""
+
+            # No double BOS (SmolLM2's "BOS" is <|im_start|>, which also opens every turn, so look at the start).
+            if tokenizer.bos_token_id is not None:
+                assert enc.input_ids[:2].count(tokenizer.bos_token_id) <= 1
+
+    @pytest.mark.parametrize("method", ["real_prefix", "virtual_prefix"])
+    @pytest.mark.parametrize("name", TOKENIZERS)
+    def test_preview_is_in_the_user_turn_and_never_in_eval_prompts(self, name, method):
+        tokenizer = load_shared_tokenizer(name)
+        encoder = ChatEncoder(tokenizer, max_seq_length=2048)
+        collator = LookaheadCollator(encoder, STRATEGIES[method])
+        record = gsm8k_records(1)[0]
+        messages = conversation(record)
+        if method == "real_prefix":
+            ids = tokenizer(record["answer"], add_special_tokens=False)["input_ids"][:6]
+            preview = tokenizer.decode(ids, clean_up_tokenization_spaces=False)
+        else:
+            preview = "Let's solve this problem."
+
+        train = collator.encode_example({"messages": messages, "preview": True})
+        n_prompt = prompt_length(train.labels)
+        prompt_text = tokenizer.decode(train.input_ids[:n_prompt])
+        assert (record["question"] + CONNECTOR + preview).strip() in prompt_text
+
+        evaluation = collator.encode_example({"messages": messages, "preview": False})
+        eval_prompt = tokenizer.decode(evaluation.input_ids[: prompt_length(evaluation.labels)])
+        assert CONNECTOR.strip() not in eval_prompt
+        inference = tokenizer.decode(encoder.encode_prompt(messages[:-1]))
+        assert CONNECTOR.strip() not in inference
+        assert inference == eval_prompt
+
+
+class TestChatEncoderTraps:
+    def test_apply_chat_template_returns_a_dict_unless_told_otherwise(self):
+        """transformers 5 returns a BatchEncoding from apply_chat_template by default; we always ask for text/ids."""
+        tokenizer = load_shared_tokenizer("llama3-instruct")
+        messages = [{"role": "user", "content": "hi"}]
+        assert not isinstance(tokenizer.apply_chat_template(messages), list)
+        assert isinstance(tokenizer.apply_chat_template(messages, return_dict=False), list)
+        assert isinstance(ChatEncoder(tokenizer, 64).render(messages, add_generation_prompt=True), str)
+
+    @pytest.mark.parametrize("name", ["qwen2.5-instruct", "smollm2-instruct"])
+    def test_encode_chatml_answer_with_leading_whitespace_keeps_the_inference_prompt(self, name):
+        """ChatML: the prompt ends in "\\n"; an answer starting with "\\n\\n" merges with it when tokenized jointly."""
+        tokenizer = load_shared_tokenizer(name)
+        encoder = ChatEncoder(tokenizer, 256)
+        messages = [{"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "\n\nSure"}]
+        prompt = oracle_ids(tokenizer, messages[:1], add_generation_prompt=True)
+        joint = oracle_ids(tokenizer, messages, add_generation_prompt=False)
+        assert joint[: len(prompt)] != prompt  # the trap: a joint tokenization shifts the boundary
+
+        enc = encoder.encode(messages)
+        n_prompt = prompt_length(enc.labels)
+        assert enc.boundary_split
+        assert enc.input_ids[:n_prompt] == prompt
+        assert tokenizer.decode(enc.input_ids[n_prompt:]) == "\n\nSure<|im_end|>"
+
+    @pytest.mark.parametrize("name", ["llama2-chat", "llama3-instruct"])
+    def test_encode_trimming_template_trains_the_trimmed_answer(self, name):
+        tokenizer = load_shared_tokenizer(name)
+        encoder = ChatEncoder(tokenizer, 256)
+        enc = encoder.encode([{"role": "user", "content": "  2+2?  "}, {"role": "assistant", "content": "\n 4 \n\n"}])
+        trained = tokenizer.decode(enc.input_ids[prompt_length(enc.labels):])
+        assert trained.strip() == ("4" + END_OF_TURN[name]).strip()
+
+    def test_encode_pad_equal_to_eos_keeps_the_real_eos_trained(self):
+        tokenizer = load_shared_tokenizer("smollm2-instruct")
+        assert tokenizer.pad_token_id == tokenizer.eos_token_id
+        collator = LookaheadCollator(ChatEncoder(tokenizer, 256), Vanilla())
+        short = {"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello."}], "preview": True}
+        long = {"messages": [{"role": "user", "content": "Count"}, {"role": "assistant", "content": "one two three four five six"}], "preview": True}
+        batch = collator([short, long])
+        row = batch["labels"][0]
+        length = int(batch["attention_mask"][0].sum())
+        assert row[length - 1].item() == tokenizer.eos_token_id  # the real end-of-turn is trained
+        assert (row[length:] == IGNORE_INDEX).all()  # the pads (same id) are not
+        assert (batch["input_ids"][0, length:] == tokenizer.pad_token_id).all()
+        assert batch["labels"][1, -1].item() == tokenizer.eos_token_id
+        assert batch["attention_mask"].tolist()[1] == [1] * batch["input_ids"].shape[1]
+
+    def test_no_system_role_merges_drops_or_refuses(self):
+        tokenizer = load_shared_tokenizer("mistral-instruct")
+        messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]
+        merged = ChatEncoder(tokenizer, 256, system_policy="merge")
+        assert not merged.supports_system
+        text = tokenizer.decode(merged.encode(messages).input_ids)
+        assert text.startswith("<s>[INST] Be brief.\n\nHi [/INST]Hello</s>".replace("<s>", "<s>"))
+        dropped = tokenizer.decode(ChatEncoder(tokenizer, 256, system_policy="drop").encode(messages).input_ids)
+        assert "Be brief" not in dropped
+        with pytest.raises(ConfigError, match="no system role"):
+            ChatEncoder(tokenizer, 256, system_policy="error").encode(messages)
+
+    def test_template_without_generation_prompt_still_splits_at_the_answer(self):
+        """Llama-2's template ignores add_generation_prompt: the prompt ends at [/INST]."""
+        tokenizer = load_shared_tokenizer("llama2-chat")
+        encoder = ChatEncoder(tokenizer, 256)
+        enc = encoder.encode([{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}])
+        n_prompt = prompt_length(enc.labels)
+        assert tokenizer.decode(enc.input_ids[:n_prompt]) == "<s> [INST] Hi [/INST]"
+        assert tokenizer.convert_ids_to_tokens(enc.input_ids[n_prompt:]) == ["▁Hello", "▁", "</s>"]
+
+    def test_tokenizer_that_adds_bos_gets_exactly_one(self):
+        for name in ["llama2-chat", "mistral-instruct", "llama3-instruct"]:
+            tokenizer = load_shared_tokenizer(name)
+            enc = ChatEncoder(tokenizer, 256).encode([{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Yo"}])
+            assert enc.input_ids[0] == tokenizer.bos_token_id
+            assert enc.input_ids[1] != tokenizer.bos_token_id
+
+    def test_encode_truncates_answers_and_skips_long_prompts(self):
+        tokenizer = load_shared_tokenizer("llama3-instruct")
+        messages = [{"role": "user", "content": "Say it"}, {"role": "assistant", "content": "one two three four five six seven"}]
+        n_prompt = len(oracle_ids(tokenizer, messages[:1], add_generation_prompt=True))
+        enc = ChatEncoder(tokenizer, n_prompt + 3).encode(messages)
+        assert len(enc.input_ids) == n_prompt + 3 and enc.answer_truncated
+        assert enc.labels[n_prompt:] == enc.input_ids[n_prompt:]
+        assert ChatEncoder(tokenizer, n_prompt).encode(messages) is Skip.PROMPT_TOO_LONG
+
+    def test_encoder_without_chat_template_names_the_option(self):
+        tokenizer = load_shared_tokenizer("llama3-instruct")
+        template, tokenizer.chat_template = tokenizer.chat_template, None
+        try:
+            with pytest.raises(ConfigError, match="model.chat_template"):
+                ChatEncoder(tokenizer, 64)
+        finally:
+            tokenizer.chat_template = template
+
+
+class TestCollator:
+    def test_collator_pads_right_with_exact_ids(self):
+        tokenizer = load_shared_tokenizer("llama3-instruct")
+        encoder = ChatEncoder(tokenizer, 256)
+        collator = LookaheadCollator(encoder, Vanilla(), pad_to_multiple_of=8)
+        examples = [
+            {"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}], "preview": True},
+            {"messages": [{"role": "user", "content": "Hi there friend"}, {"role": "assistant", "content": "Hello to you"}], "preview": True},
+        ]
+        batch = collator(examples)
+        width = batch["input_ids"].shape[1]
+        assert width % 8 == 0
+        for row, example in enumerate(examples):
+            enc = encoder.encode(example["messages"])
+            n = len(enc.input_ids)
+            assert batch["input_ids"][row, :n].tolist() == enc.input_ids
+            assert batch["labels"][row, :n].tolist() == enc.labels
+            assert batch["labels"][row, n:].eq(IGNORE_INDEX).all()
+            assert batch["attention_mask"][row].tolist() == [1] * n + [0] * (width - n)
+        assert batch["input_ids"].dtype == torch.long

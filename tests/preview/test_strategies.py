@@ -1,0 +1,68 @@
+"""Preview strategies: the paper's exact semantics."""
+
+from __future__ import annotations
+
+import pytest
+
+from lookahead.errors import ConfigError
+from lookahead.preview import RealPrefix, Vanilla, VirtualPrefix, preview_messages
+from tests.conftest import load_shared_tokenizer, requires_shared
+
+QUESTION, ANSWER = "How many?", "Natalia sold 48/2 = <<48/2=24>>24 clips in May.\n#### 72"
+
+
+class TestVirtualPrefix:
+    def test_virtual_prefix_previews_p_and_prepends_it_to_the_answer(self):
+        result = VirtualPrefix().apply(QUESTION, ANSWER, tokenizer=None)
+        assert result.user == "How many? The answer begins with: Let's solve this problem. "
+        assert result.answer == "Let's solve this problem. " + ANSWER
+
+    @pytest.mark.parametrize("prefix", ["", "   ", None])
+    def test_virtual_prefix_must_be_text(self, prefix):
+        with pytest.raises(ConfigError, match="method.prefix"):
+            VirtualPrefix(prefix=prefix)
+
+
+@requires_shared
+class TestRealPrefix:
+    def test_real_prefix_previews_the_first_m_tokens_and_keeps_the_answer(self):
+        tokenizer = load_shared_tokenizer("llama3-instruct")
+        result = RealPrefix(m=6).apply(QUESTION, ANSWER, tokenizer)
+        # Llama-3 tokens: "N" "atal" "ia" " sold" " " "48"
+        assert result.user == "How many? The answer begins with: Natalia sold 48"
+        assert result.answer == ANSWER and not result.whole_answer_previewed
+
+    def test_real_prefix_counts_the_models_tokens(self):
+        text = {}
+        for name in ["llama2-chat", "smollm2-instruct"]:
+            tokenizer = load_shared_tokenizer(name)
+            ids = tokenizer(ANSWER, add_special_tokens=False)["input_ids"][:4]
+            text[name] = RealPrefix(m=4, connector="|").apply("q", ANSWER, tokenizer).user
+            assert text[name] == "q|" + tokenizer.decode(ids)
+        assert text["llama2-chat"] != text["smollm2-instruct"]
+
+    def test_real_prefix_longer_than_answer_previews_it_whole(self):
+        tokenizer = load_shared_tokenizer("qwen2.5-instruct")
+        result = RealPrefix(m=50).apply("q", "#### 72", tokenizer)
+        assert result.user == "q The answer begins with: #### 72" and result.whole_answer_previewed
+
+    def test_real_prefix_never_shows_half_a_character(self):
+        tokenizer = load_shared_tokenizer("llama3-instruct")
+        answer = "日本語の答え"
+        for m in range(1, 8):
+            assert "\ufffd" not in RealPrefix(m=m).apply("q", answer, tokenizer).user
+
+    @pytest.mark.parametrize("m", [0, -1, 2.5, "6", True])
+    def test_real_prefix_m_must_be_a_positive_integer(self, m):
+        with pytest.raises(ConfigError, match="method.m"):
+            RealPrefix(m=m)
+
+
+def test_preview_messages_rewrites_only_the_last_turns():
+    history = [{"role": "system", "content": "s"}, {"role": "user", "content": "u1"}, {"role": "assistant", "content": "a1"}]
+    messages = history + [{"role": "user", "content": "u2"}, {"role": "assistant", "content": "a2"}]
+    out, _ = preview_messages(messages, VirtualPrefix(prefix="P ", connector=" | "), tokenizer=None)
+    assert out[:3] == history
+    assert out[3:] == [{"role": "user", "content": "u2 | P "}, {"role": "assistant", "content": "P a2"}]
+    assert messages[3]["content"] == "u2"  # the input is not mutated
+    assert preview_messages(messages, Vanilla(), None)[0] == messages
