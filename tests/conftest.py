@@ -21,7 +21,7 @@ requires_shared = pytest.mark.skipif(
 )
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def load_shared_tokenizer(name: str):
     from transformers import AutoTokenizer
 

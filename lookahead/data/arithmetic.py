@@ -17,7 +17,10 @@ def _add_then_give(rng: random.Random) -> tuple[str, str]:
     a, b = rng.randint(5, 60), rng.randint(2, 40)
     c = rng.randint(1, a + b - 1)
     total, left = a + b, a + b - c
-    question = f"{name} has {a} {item}. {name} buys {b} more and then gives {c} to a friend. How many {item} does {name} have now?"
+    question = (
+        f"{name} has {a} {item}. {name} buys {b} more and then gives {c} to a friend. "
+        f"How many {item} does {name} have now?"
+    )
     answer = (
         f"After buying, {name} has {a} + {b} = <<{a}+{b}={total}>>{total} {item}.\n"
         f"After giving some away, {name} has {total} - {c} = <<{total}-{c}={left}>>{left} {item}.\n"
@@ -33,8 +36,7 @@ def _price_times_count(rng: random.Random) -> tuple[str, str]:
     paid = cost + rng.randint(0, 20)
     change = paid - cost
     question = (
-        f"{name} buys {count} packs of {item} at ${price} each and pays with ${paid}. "
-        f"How much change does {name} get?"
+        f"{name} buys {count} packs of {item} at ${price} each and pays with ${paid}. How much change does {name} get?"
     )
     answer = (
         f"The packs cost {count} x ${price} = $<<{count}*{price}={cost}>>{cost}.\n"

@@ -72,14 +72,22 @@ def filter_trainable(
     n_skipped = report.total - report.kept
     if n_skipped:
         log.warning(
-            "%s: skipped %d of %d examples (%s); first: %s", name, n_skipped, report.total,
-            ", ".join(f"{r.value}={c}" for r, c in report.skipped.items()), ", ".join(report.first_skipped),
+            "%s: skipped %d of %d examples (%s); first: %s",
+            name,
+            n_skipped,
+            report.total,
+            ", ".join(f"{r.value}={c}" for r, c in report.skipped.items()),
+            ", ".join(report.first_skipped),
         )
     if report.kept == 0 or n_skipped > max_skip_fraction * report.total:
+        reasons = ", ".join(f"{r.value}={c}" for r, c in report.skipped.items())
         raise DataError(
-            name, f"{n_skipped} of {report.total} examples cannot be trained ({dict((r.value, c) for r, c in report.skipped.items())}), "
+            name,
+            f"{n_skipped} of {report.total} examples cannot be trained ({reasons}), "
             f"more than dataset.max_skip_fraction={max_skip_fraction}; raise trainer.max_seq_length or the threshold",
         )
     if report.whole_answer_previewed:
-        log.info("%s: %d answers are shorter than method.m and are previewed whole", name, report.whole_answer_previewed)
+        log.info(
+            "%s: %d answers are shorter than method.m and are previewed whole", name, report.whole_answer_previewed
+        )
     return kept, report

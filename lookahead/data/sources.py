@@ -74,7 +74,7 @@ def _read_json_array(path: Path) -> Iterator[tuple[int, Record]]:
     if isinstance(data, dict) and isinstance(data.get("data"), list):
         data = data["data"]
     if not isinstance(data, list):
-        raise DataError(str(path), "expected a JSON array of objects (or {\"data\": [...]})")
+        raise DataError(str(path), 'expected a JSON array of objects (or {"data": [...]})')
     for i, record in enumerate(data, start=1):
         if not isinstance(record, dict):
             raise DataError(str(path), f"item {i} is a {type(record).__name__}, expected an object")
@@ -181,14 +181,21 @@ def load_examples(cfg: Mapping[str, Any], *, split: str | None = None) -> list[E
             break
         if fmt == "messages":
             messages = chat_to_messages(
-                record, messages_field=cfg.get("messages_field", "messages"),
-                system_prompt=cfg.get("system_prompt"), source=source, line=line,
+                record,
+                messages_field=cfg.get("messages_field", "messages"),
+                system_prompt=cfg.get("system_prompt"),
+                source=source,
+                line=line,
             )
         else:
             messages = fields_to_messages(
-                record, prompt_field=cfg["prompt_field"], response_field=cfg["response_field"],
-                prompt_template=cfg.get("prompt_template"), system_prompt=cfg.get("system_prompt"),
-                source=source, line=line,
+                record,
+                prompt_field=cfg["prompt_field"],
+                response_field=cfg["response_field"],
+                prompt_template=cfg.get("prompt_template"),
+                system_prompt=cfg.get("system_prompt"),
+                source=source,
+                line=line,
             )
         examples.append({"messages": messages, "preview": True})
     if not examples:
@@ -207,8 +214,9 @@ def _hub_records(cfg: Mapping[str, Any], split: str) -> tuple[Iterator[tuple[int
         ds = datasets.load_dataset(hub_id, cfg.get("hub_config"), split=split)
     except Exception as e:  # the datasets library raises many types for "not reachable / not found"
         raise DataError(
-            f"hub:{hub_id}", f"could not load split '{split}' ({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
-            "offline? point dataset.path at a local copy"
+            f"hub:{hub_id}",
+            f"could not load split '{split}' ({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
+            "offline? point dataset.path at a local copy",
         ) from None
     return enumerate(ds, start=1), f"hub:{hub_id}"
 

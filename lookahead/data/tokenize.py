@@ -126,14 +126,14 @@ class ChatEncoder:
                 "follows it, so the answer span is undefined; use a template whose turns are appended, not rewritten"
             )
         # What follows the end-of-turn marker (e.g. ChatML's newline) only separates turns: not trained.
-        answer_text = full_text[len(prompt_text):].rstrip()
+        answer_text = full_text[len(prompt_text) :].rstrip()
 
         prompt_ids = self._ids(prompt_text)
         joint = self._ids(prompt_text + answer_text)
         boundary_split = joint[: len(prompt_ids)] != prompt_ids
         # If the answer merges with the prompt's last token (ChatML "\n" + " answer"), tokenize the answer on its
         # own: the prompt must stay exactly the token sequence the model is given at inference.
-        answer_ids = self._ids(answer_text) if boundary_split else joint[len(prompt_ids):]
+        answer_ids = self._ids(answer_text) if boundary_split else joint[len(prompt_ids) :]
         if answer_ids and answer_ids[-1] not in self.special_ids and self.eos_id is not None:
             answer_ids = [*answer_ids, self.eos_id]  # a template with no end-of-turn marker: the model must still stop
         prompt_ids = self._with_bos(prompt_ids)

@@ -13,8 +13,15 @@ from tests.conftest import GSM8K_TRAIN, requires_shared
 
 
 def file_cfg(path, **extra):
-    return {"name": "t", "path": str(path), "format": "fields", "prompt_field": "question",
-            "response_field": "answer", "system_prompt": "S", **extra}
+    return {
+        "name": "t",
+        "path": str(path),
+        "format": "fields",
+        "prompt_field": "question",
+        "response_field": "answer",
+        "system_prompt": "S",
+        **extra,
+    }
 
 
 class TestReadRecords:
@@ -53,9 +60,16 @@ class TestLoadExamples:
     def test_load_fields_builds_system_user_assistant(self, tmp_path):
         path = tmp_path / "d.jsonl"
         path.write_text('{"question": "1+1?", "answer": "2"}\n')
-        assert load_examples(file_cfg(path)) == [{"messages": [
-            {"role": "system", "content": "S"}, {"role": "user", "content": "1+1?"}, {"role": "assistant", "content": "2"}
-        ], "preview": True}]
+        assert load_examples(file_cfg(path)) == [
+            {
+                "messages": [
+                    {"role": "system", "content": "S"},
+                    {"role": "user", "content": "1+1?"},
+                    {"role": "assistant", "content": "2"},
+                ],
+                "preview": True,
+            }
+        ]
 
     @pytest.mark.parametrize(
         ("line", "message"),
@@ -88,16 +102,26 @@ class TestLoadExamples:
 
     def test_load_messages_trains_the_last_assistant_turn(self, tmp_path):
         path = tmp_path / "chat.jsonl"
-        turns = [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"},
-                 {"role": "user", "content": "c"}, {"role": "assistant", "content": "d"}, {"role": "user", "content": "e"}]
+        turns = [
+            {"role": "user", "content": "a"},
+            {"role": "assistant", "content": "b"},
+            {"role": "user", "content": "c"},
+            {"role": "assistant", "content": "d"},
+            {"role": "user", "content": "e"},
+        ]
         path.write_text(json.dumps({"messages": turns}) + "\n")
         [example] = load_examples(file_cfg(path, format="messages", system_prompt=None))
         assert [m["content"] for m in example["messages"]] == ["a", "b", "c", "d"]
 
     def test_messages_without_assistant_turn_is_an_error(self):
         with pytest.raises(DataError, match=r"f:4: field 'messages': has no assistant turn"):
-            chat_to_messages({"messages": [{"role": "user", "content": "x"}]}, messages_field="messages",
-                             system_prompt=None, source="f", line=4)
+            chat_to_messages(
+                {"messages": [{"role": "user", "content": "x"}]},
+                messages_field="messages",
+                system_prompt=None,
+                source="f",
+                line=4,
+            )
 
     def test_load_unknown_format_is_a_config_error(self, tmp_path):
         path = tmp_path / "d.jsonl"

@@ -33,7 +33,11 @@ def conversation(record: dict, system: str | None = SYSTEM) -> list[dict]:
 
 
 def oracle_ids(tokenizer, messages, add_generation_prompt):
-    return list(tokenizer.apply_chat_template(messages, tokenize=True, add_generation_prompt=add_generation_prompt, return_dict=False))
+    return list(
+        tokenizer.apply_chat_template(
+            messages, tokenize=True, add_generation_prompt=add_generation_prompt, return_dict=False
+        )
+    )
 
 
 def prompt_length(labels: list[int]) -> int:
@@ -73,7 +77,7 @@ class TestChatEncoderMatrix:
             # And the whole sequence is the template's tokenization of the full conversation, up to trailing space.
             full = oracle_ids(tokenizer, encoder.fit_system(previewed), add_generation_prompt=False)
             assert enc.input_ids == full[: len(enc.input_ids)]
-            assert tokenizer.decode(full[len(enc.input_ids):]).strip() == ""
+            assert tokenizer.decode(full[len(enc.input_ids) :]).strip() == ""
 
             # No double BOS (SmolLM2's "BOS" is <|im_start|>, which also opens every turn, so look at the start).
             if tokenizer.bos_token_id is not None:
@@ -136,15 +140,24 @@ class TestChatEncoderTraps:
         tokenizer = load_shared_tokenizer(name)
         encoder = ChatEncoder(tokenizer, 256)
         enc = encoder.encode([{"role": "user", "content": "  2+2?  "}, {"role": "assistant", "content": "\n 4 \n\n"}])
-        trained = tokenizer.decode(enc.input_ids[prompt_length(enc.labels):])
+        trained = tokenizer.decode(enc.input_ids[prompt_length(enc.labels) :])
         assert trained.strip() == ("4" + END_OF_TURN[name]).strip()
 
     def test_encode_pad_equal_to_eos_keeps_the_real_eos_trained(self):
         tokenizer = load_shared_tokenizer("smollm2-instruct")
         assert tokenizer.pad_token_id == tokenizer.eos_token_id
         collator = LookaheadCollator(ChatEncoder(tokenizer, 256), Vanilla())
-        short = {"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello."}], "preview": True}
-        long = {"messages": [{"role": "user", "content": "Count"}, {"role": "assistant", "content": "one two three four five six"}], "preview": True}
+        short = {
+            "messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello."}],
+            "preview": True,
+        }
+        long = {
+            "messages": [
+                {"role": "user", "content": "Count"},
+                {"role": "assistant", "content": "one two three four five six"},
+            ],
+            "preview": True,
+        }
         batch = collator([short, long])
         row = batch["labels"][0]
         length = int(batch["attention_mask"][0].sum())
@@ -156,7 +169,11 @@ class TestChatEncoderTraps:
 
     def test_no_system_role_merges_drops_or_refuses(self):
         tokenizer = load_shared_tokenizer("mistral-instruct")
-        messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]
+        messages = [
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": "Hi"},
+            {"role": "assistant", "content": "Hello"},
+        ]
         merged = ChatEncoder(tokenizer, 256, system_policy="merge")
         assert not merged.supports_system
         text = tokenizer.decode(merged.encode(messages).input_ids)
@@ -178,13 +195,18 @@ class TestChatEncoderTraps:
     def test_tokenizer_that_adds_bos_gets_exactly_one(self):
         for name in ["llama2-chat", "mistral-instruct", "llama3-instruct"]:
             tokenizer = load_shared_tokenizer(name)
-            enc = ChatEncoder(tokenizer, 256).encode([{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Yo"}])
+            enc = ChatEncoder(tokenizer, 256).encode(
+                [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Yo"}]
+            )
             assert enc.input_ids[0] == tokenizer.bos_token_id
             assert enc.input_ids[1] != tokenizer.bos_token_id
 
     def test_encode_truncates_answers_and_skips_long_prompts(self):
         tokenizer = load_shared_tokenizer("llama3-instruct")
-        messages = [{"role": "user", "content": "Say it"}, {"role": "assistant", "content": "one two three four five six seven"}]
+        messages = [
+            {"role": "user", "content": "Say it"},
+            {"role": "assistant", "content": "one two three four five six seven"},
+        ]
         n_prompt = len(oracle_ids(tokenizer, messages[:1], add_generation_prompt=True))
         enc = ChatEncoder(tokenizer, n_prompt + 3).encode(messages)
         assert len(enc.input_ids) == n_prompt + 3 and enc.answer_truncated
@@ -207,8 +229,17 @@ class TestCollator:
         encoder = ChatEncoder(tokenizer, 256)
         collator = LookaheadCollator(encoder, Vanilla(), pad_to_multiple_of=8)
         examples = [
-            {"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}], "preview": True},
-            {"messages": [{"role": "user", "content": "Hi there friend"}, {"role": "assistant", "content": "Hello to you"}], "preview": True},
+            {
+                "messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}],
+                "preview": True,
+            },
+            {
+                "messages": [
+                    {"role": "user", "content": "Hi there friend"},
+                    {"role": "assistant", "content": "Hello to you"},
+                ],
+                "preview": True,
+            },
         ]
         batch = collator(examples)
         width = batch["input_ids"].shape[1]

