@@ -70,6 +70,7 @@ def training_arguments_kwargs(cfg: DictConfig, run_dir: str, world_size: int) ->
         activation_checkpointing=bool(cfg.model.gradient_checkpointing),
         activation_checkpointing_kwargs={"use_reentrant": False} if cfg.model.gradient_checkpointing else None,
         dataloader_pin_memory=torch.cuda.is_available(),
+        use_cpu=not torch.cuda.is_available(),
         eval_strategy="steps" if cfg.dataset.eval_size and kwargs.get("eval_steps") else "no",
     )
     return kwargs

@@ -50,7 +50,7 @@ class LookaheadTrainer(Trainer):
         super().log(logs, start_time)
 
 
-def setup_logging(run_dir: Path, is_main_process: bool) -> None:
+def setup_logging(run_dir: Path, is_main_process: bool) -> logging.Handler | None:
     """Main process: console (from Hydra) plus run_dir/train.log. Other ranks: warnings only."""
     import transformers
 
@@ -58,13 +58,12 @@ def setup_logging(run_dir: Path, is_main_process: bool) -> None:
     if not is_main_process:
         root.setLevel(logging.WARNING)
         transformers.logging.set_verbosity_warning()
-        return
+        return None
     root.setLevel(logging.INFO)
-    path = str(run_dir / "train.log")
-    if not any(getattr(h, "baseFilename", None) == str(Path(path).resolve()) for h in root.handlers):
-        handler = logging.FileHandler(path)
-        handler.setFormatter(logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"))
-        root.addHandler(handler)
+    handler = logging.FileHandler(run_dir / "train.log")
+    handler.setFormatter(logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"))
+    root.addHandler(handler)
+    return handler
 
 
 @dataclass
@@ -104,13 +103,24 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     from accelerate import PartialState
 
     validate(cfg)
-    state = PartialState()  # joins the process group under `accelerate launch`
+    # Joins the process group under `accelerate launch`; without CUDA that group is gloo over CPU processes.
+    state = PartialState(cpu=not torch.cuda.is_available())
     run_dir = Path(cfg.paths.output_dir)
     is_main = state.is_main_process
     if is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
     state.wait_for_everyone()
-    setup_logging(run_dir, is_main)
+    log_file = setup_logging(run_dir, is_main)
+    try:
+        return _train(cfg, state, run_dir)
+    finally:
+        if log_file is not None:
+            logging.getLogger().removeHandler(log_file)
+            log_file.close()
+
+
+def _train(cfg: DictConfig, state: Any, run_dir: Path) -> dict[str, Any]:
+    is_main = state.is_main_process
     set_seed(cfg.trainer.seed)
 
     # Decide resume before any work, so a refused start costs nothing.

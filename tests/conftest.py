@@ -42,13 +42,13 @@ def compose(overrides: list[str], output_dir: Path | None = None):
     return cfg
 
 
-def tiny_overrides(tokenizer: str = "smollm2-instruct") -> list[str]:
-    """A tiny random Llama on GSM8K-style built-in data, logging every step, nothing external."""
+def tiny_overrides(tokenizer: str = "smollm2-instruct", arithmetic: bool = True) -> list[str]:
+    """A tiny random Llama (on 64 built-in arithmetic examples unless told otherwise), logging every step."""
     return [
         "model=tiny",
         f"model.tokenizer={SHARED / 'tokenizers' / tokenizer}",
         "logger=none",
-        "dataset.size=64",
+        *(["dataset.size=64"] if arithmetic else []),
         "trainer.logging_steps=1",
         "trainer.save_steps=1000",
         "trainer.max_seq_length=256",

@@ -1,0 +1,126 @@
+"""Every config group option composes; run dirs are deterministic; trainer settings translate as documented."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hydra import compose as hydra_compose
+from hydra import initialize_config_dir
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+from lookahead.cli import CONFIG_DIR
+from lookahead.config import gradient_accumulation, training_arguments_kwargs, validate
+from lookahead.errors import ConfigError
+from lookahead.preview import RealPrefix, Vanilla, VirtualPrefix
+from tests.conftest import compose
+
+
+def options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONFIG_DIR / group).glob("*.yaml"))
+
+
+class TestConfigGroups:
+    def test_groups_offer_the_documented_options(self):
+        assert options("model") == ["llama2", "llama3", "mistral", "qwen2_5", "smollm2", "tiny"]
+        assert options("dataset") == ["arithmetic", "gsm8k", "jsonl", "samsum"]
+        assert options("method") == ["real_prefix", "vanilla", "virtual_prefix"]
+        assert options("lora") == ["lora", "none", "qlora"]
+        assert options("logger") == ["none", "tensorboard", "wandb"]
+        assert options("experiment") == ["paper_gsm8k", "paper_samsum"]
+
+    @pytest.mark.parametrize("model", options("model"))
+    def test_every_model_exposes_the_loading_knobs(self, model):
+        cfg = compose([f"model={model}"]).model
+        for key in ("path", "dtype", "attn_implementation", "gradient_checkpointing", "trust_remote_code"):
+            assert key in cfg
+        assert cfg.trust_remote_code is False
+
+    @pytest.mark.parametrize("dataset", options("dataset"))
+    def test_every_dataset_carries_its_system_prompt(self, dataset):
+        cfg = compose([f"dataset={dataset}"]).dataset
+        assert "system_prompt" in cfg
+        expected = {
+            "gsm8k": "You are a helpful assistant.",
+            "samsum": "You are a helpful assistant for dialog summarization.",
+        }
+        if dataset in expected:
+            assert cfg.system_prompt == expected[dataset]
+
+    def test_methods_instantiate_with_paper_defaults(self):
+        assert instantiate(compose(["method=vanilla"]).method) == Vanilla(tag="vanilla")
+        real = instantiate(compose(["method=real_prefix", "method.m=2"]).method)
+        assert isinstance(real, RealPrefix) and real.m == 2 and real.connector == " The answer begins with: "
+        virtual = instantiate(compose(["method=virtual_prefix"]).method)
+        assert isinstance(virtual, VirtualPrefix) and virtual.prefix == "Let's solve this problem. "
+
+    def test_default_job_is_smollm2_arithmetic_virtual_lora_wandb_offline(self):
+        cfg = compose([])
+        assert (cfg.model.name, cfg.dataset.name, cfg.method.name, cfg.lora.name) == (
+            "smollm2",
+            "arithmetic",
+            "virtual_prefix",
+            "lora",
+        )
+        assert (cfg.logger.name, cfg.logger.mode) == ("wandb", "offline")
+        assert cfg.run_name == "smollm2-arithmetic-virtual_prefix-lora"
+
+    @pytest.mark.parametrize("experiment", options("experiment"))
+    def test_paper_experiments_follow_the_recipe(self, experiment):
+        cfg = compose([f"experiment={experiment}"])
+        t = cfg.trainer
+        assert cfg.model.path == "meta-llama/Llama-2-7b-chat-hf" and cfg.lora.r is None
+        assert (t.learning_rate, t.num_train_epochs, t.effective_batch_size, t.adam_beta1) == (2e-5, 3, 64, 0.5)
+        assert (
+            t.bf16
+            and t.warmup_steps == 0
+            and t.max_seq_length == {"paper_gsm8k": 512, "paper_samsum": 1024}[experiment]
+        )
+        assert gradient_accumulation(t, world_size=4) * t.per_device_train_batch_size * 4 == 64
+
+
+class TestRunDir:
+    def test_run_dir_has_no_timestamp_so_every_rank_agrees(self):
+        with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+            cfg = hydra_compose("train", overrides=["method=real_prefix", "method.m=4"], return_hydra_config=True)
+        assert "now" not in OmegaConf.to_yaml(cfg.hydra.run) + OmegaConf.to_yaml(cfg.hydra.sweep)
+        assert cfg.hydra.job.chdir is False
+        run_dir = OmegaConf.to_container(cfg.hydra.run, resolve=False)["dir"]
+        assert run_dir == "${paths.log_dir}/runs/${run_name}"
+        assert cfg.run_name == "smollm2-arithmetic-real_prefix-m4-lora"
+
+
+class TestTrainerArguments:
+    def test_training_arguments_kwargs_build_real_training_arguments(self, tmp_path):
+        from transformers import TrainingArguments
+
+        cfg = compose(["logger=tensorboard", "trainer.max_steps=3"])
+        args = TrainingArguments(**training_arguments_kwargs(cfg, str(tmp_path), world_size=1))
+        assert args.max_steps == 3 and args.report_to == ["tensorboard"] and not args.remove_unused_columns
+        assert Path(args.output_dir) == tmp_path
+
+    def test_wandb_disabled_reports_nowhere(self, tmp_path):
+        cfg = compose(["logger=wandb", "logger.mode=disabled"])
+        assert training_arguments_kwargs(cfg, str(tmp_path), world_size=1)["report_to"] == []
+
+    def test_effective_batch_size_must_divide(self):
+        t = OmegaConf.create(
+            {"per_device_train_batch_size": 16, "gradient_accumulation_steps": 1, "effective_batch_size": 64}
+        )
+        assert gradient_accumulation(t, world_size=2) == 2
+        with pytest.raises(ConfigError, match="effective_batch_size=64 is not a multiple"):
+            gradient_accumulation(t, world_size=3)
+
+    @pytest.mark.parametrize(
+        ("override", "message"),
+        [
+            ("trainer.learning_rate=-1", r"trainer.learning_rate=-1: must be > 0"),
+            ("trainer.per_device_train_batch_size=0", r"per_device_train_batch_size=0"),
+            ("trainer.max_seq_length=1", r"max_seq_length=1"),
+            ("method.name=lookbehind", r"method='lookbehind': expected one of"),
+        ],
+    )
+    def test_validate_rejects_bad_values(self, override, message):
+        with pytest.raises(ConfigError, match=message):
+            validate(compose([override]))
