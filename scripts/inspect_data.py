@@ -11,8 +11,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from lookahead.cli import run_script  # noqa: E402
 from lookahead.constants import IGNORE_INDEX  # noqa: E402
-from lookahead.errors import LookaheadError  # noqa: E402
 
 
 def main(argv: list[str]) -> int:
@@ -47,8 +47,4 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main(sys.argv[1:]))
-    except LookaheadError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    run_script(main)

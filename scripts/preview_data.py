@@ -15,8 +15,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from lookahead.cli import run_script  # noqa: E402
 from lookahead.data.sources import read_records, require_text  # noqa: E402
-from lookahead.errors import LookaheadError  # noqa: E402
 from lookahead.preview import RealPrefix, VirtualPrefix  # noqa: E402
 from lookahead.preview.real_prefix import DEFAULT_CONNECTOR  # noqa: E402
 from lookahead.preview.virtual_prefix import DEFAULT_PREFIX  # noqa: E402
@@ -68,8 +68,4 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main(sys.argv[1:]))
-    except LookaheadError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    run_script(main)

@@ -94,3 +94,9 @@ def test_train_with_eval_split_never_previews_eval(tmp_path):
     metrics = read_metrics(run_dir / "metrics.jsonl")
     assert metrics[0]["eval/examples"] == 8 and metrics[0]["train/examples"] == 56
     assert any("eval_loss" in m for m in metrics)
+
+
+def test_tensorboard_logger_writes_event_files_next_to_metrics(tmp_path):
+    _, run_dir = run(tmp_path, "tb", "logger=tensorboard", "trainer.max_steps=2")
+    assert list(run_dir.rglob("events.out.tfevents.*"))
+    assert [m["step"] for m in read_metrics(run_dir / "metrics.jsonl") if "loss" in m] == [1, 2]
