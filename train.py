@@ -6,6 +6,7 @@ accelerate launch --config_file configs/accelerate/ddp.yaml train.py model=llama
 python train.py -m method=real_prefix method.m=2,4,6,8
 """
 
+import os
 import sys
 
 import hydra
@@ -20,12 +21,26 @@ def main(cfg: DictConfig) -> float | None:
 
     try:
         summary = train(cfg)
+        if cfg.eval.after_train:
+            evaluate_run(summary["run_dir"], list(cfg.eval.overrides))
     except LookaheadError as e:
         if cfg.get("debug"):
             raise
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
     return summary["final_loss"]
+
+
+def evaluate_run(run_dir: str, overrides: list[str]) -> None:
+    from accelerate import PartialState
+
+    from lookahead.cli import compose_evaluate_config
+    from lookahead.evaluation.runner import evaluate
+
+    cfg = compose_evaluate_config([f"run_dir={run_dir}", *overrides])
+    api_key = os.environ.get(cfg.safety.llm.api_key_env) if cfg.safety.judge == "llm" else None
+    evaluate(cfg, judge_api_key=api_key)
+    PartialState().wait_for_everyone()
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig
 
 from lookahead.errors import LookaheadError
@@ -15,10 +16,22 @@ from lookahead.errors import LookaheadError
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 
 
+def _compose(config_name: str, overrides: list[str], config_dir: Path) -> DictConfig:
+    # Inside a running Hydra app (train.py with eval.after_train) Hydra is already initialised on configs/.
+    if GlobalHydra.instance().is_initialized():
+        return compose(config_name=config_name, overrides=overrides)
+    with initialize_config_dir(config_dir=str(config_dir), version_base="1.3"):
+        return compose(config_name=config_name, overrides=overrides)
+
+
 def compose_train_config(overrides: list[str], config_dir: Path = CONFIG_DIR) -> DictConfig:
     """The same config `python train.py <overrides>` would run, without creating a run dir."""
-    with initialize_config_dir(config_dir=str(config_dir), version_base="1.3"):
-        return compose(config_name="train", overrides=[*overrides, "paths.output_dir=null"])
+    return _compose("train", [*overrides, "paths.output_dir=null"], config_dir)
+
+
+def compose_evaluate_config(overrides: list[str], config_dir: Path = CONFIG_DIR) -> DictConfig:
+    """The same config `python evaluate.py <overrides>` would run."""
+    return _compose("evaluate", list(overrides), config_dir)
 
 
 def run_script(main: Callable[[list[str]], int], argv: list[str] | None = None) -> NoReturn:

@@ -1,0 +1,1 @@
+"""Evaluation: utility (GSM8K, SAMSum), safety (RSR, JSR) with pluggable judges, and per-position KL drift."""
