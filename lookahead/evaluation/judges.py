@@ -106,23 +106,40 @@ class LLMJudge:
 
     name = "llm"
 
-    def __init__(self, base_url: str, model: str, api_key: str | None, *, cache_path: str | Path,
-                 concurrency: int = 4, max_retries: int = 3, backoff_s: float = 1.0, timeout_s: float = 60.0):
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        api_key: str | None,
+        *,
+        cache_path: str | Path,
+        concurrency: int = 4,
+        max_retries: int = 3,
+        backoff_s: float = 1.0,
+        timeout_s: float = 60.0,
+    ):
         if not base_url or not model:
             raise ConfigError("safety.llm.base_url and safety.llm.model must be set for judge=llm")
         self.url = base_url.rstrip("/") + "/chat/completions"
         self.model, self._api_key = model, api_key
-        self.concurrency, self.max_retries, self.backoff_s, self.timeout_s = concurrency, max_retries, backoff_s, timeout_s
+        self.concurrency, self.max_retries, self.backoff_s, self.timeout_s = (
+            concurrency,
+            max_retries,
+            backoff_s,
+            timeout_s,
+        )
         self.cache = JudgeCache(cache_path)
         self.requests_sent = 0
 
     def _request(self, prompt: str, response: str) -> str:
-        body = json.dumps({
-            "model": self.model,
-            "temperature": 0,
-            "max_tokens": 256,
-            "messages": [{"role": "user", "content": LLM_RUBRIC.format(prompt=prompt, response=response)}],
-        }).encode()
+        body = json.dumps(
+            {
+                "model": self.model,
+                "temperature": 0,
+                "max_tokens": 256,
+                "messages": [{"role": "user", "content": LLM_RUBRIC.format(prompt=prompt, response=response)}],
+            }
+        ).encode()
         headers = {"Content-Type": "application/json"}
         if self._api_key:
             headers["Authorization"] = f"Bearer {self._api_key}"
@@ -176,12 +193,17 @@ class HFJudge:
         from lookahead.evaluation.generation import generate_batched
 
         ids = [
-            list(self.tokenizer.apply_chat_template(
-                [{"role": "user", "content": p}, {"role": "assistant", "content": r}],
-                tokenize=True, add_generation_prompt=True, return_dict=False,
-            ))
+            list(
+                self.tokenizer.apply_chat_template(
+                    [{"role": "user", "content": p}, {"role": "assistant", "content": r}],
+                    tokenize=True,
+                    add_generation_prompt=True,
+                    return_dict=False,
+                )
+            )
             for p, r in zip(prompts, responses)
         ]
-        outputs = generate_batched(self.model, self.tokenizer, ids, batch_size=self.batch_size,
-                                   max_new_tokens=self.max_new_tokens)
+        outputs = generate_batched(
+            self.model, self.tokenizer, ids, batch_size=self.batch_size, max_new_tokens=self.max_new_tokens
+        )
         return [self.parse(self.tokenizer.decode(o, skip_special_tokens=True)) for o in outputs]

@@ -29,7 +29,9 @@ class LoadedModel:
 
     def load_seed(self) -> Any:
         """A separate copy of the seed model (full fine-tunes only; LoRA runs disable their adapter instead)."""
-        return load_model(self.model_cfg, self.model_path, self.tokenizer, _NO_LORA, seed=self.seed, local_rank=0).eval()
+        return load_model(
+            self.model_cfg, self.model_path, self.tokenizer, _NO_LORA, seed=self.seed, local_rank=0
+        ).eval()
 
 
 def load_for_evaluation(cfg: DictConfig) -> LoadedModel:

@@ -54,8 +54,13 @@ class Evaluator:
     def generate(self, prompts: list[list[int]], max_new_tokens: int, desc: str) -> list[str]:
         def run(share: list[list[int]]) -> list[str]:
             outputs = generate_batched(
-                self.loaded.model, self.tokenizer, share, batch_size=int(self.cfg.generation.batch_size),
-                max_new_tokens=max_new_tokens, show_progress=self.is_main, desc=desc,
+                self.loaded.model,
+                self.tokenizer,
+                share,
+                batch_size=int(self.cfg.generation.batch_size),
+                max_new_tokens=max_new_tokens,
+                show_progress=self.is_main,
+                desc=desc,
             )
             return [self.tokenizer.decode(o, skip_special_tokens=True) for o in outputs]
 
@@ -67,7 +72,9 @@ class Evaluator:
         try:
             from vllm import LLM, SamplingParams
         except ImportError:
-            raise ConfigError("generation.backend=vllm needs `pip install vllm` and a GPU; use backend=transformers") from None
+            raise ConfigError(
+                "generation.backend=vllm needs `pip install vllm` and a GPU; use backend=transformers"
+            ) from None
         if self.loaded.is_adapter:
             raise ConfigError("generation.backend=vllm evaluates merged models; use backend=transformers for adapters")
         llm = LLM(model=self.loaded.model.name_or_path, tokenizer=self.loaded.model.name_or_path)
@@ -77,10 +84,14 @@ class Evaluator:
 
     def run_gsm8k(self) -> dict[str, Any]:
         c = self.cfg.gsm8k
-        examples = load_examples({**OmegaConf.to_container(c, resolve=True), "name": "gsm8k", "format": "fields"}, split=c.split)
+        examples = load_examples(
+            {**OmegaConf.to_container(c, resolve=True), "name": "gsm8k", "format": "fields"}, split=c.split
+        )
         questions = [e["messages"][-2]["content"] for e in examples]
         golds = [e["messages"][-1]["content"] for e in examples]
-        generations = self.generate([self.prompt_ids(q, c.system_prompt) for q in questions], int(c.max_new_tokens), "gsm8k")
+        generations = self.generate(
+            [self.prompt_ids(q, c.system_prompt) for q in questions], int(c.max_new_tokens), "gsm8k"
+        )
         rows, strict, flexible = [], 0, 0
         for q, gold, gen in zip(questions, golds, generations):
             s, f = gsm8k_correct(gen, gold)
@@ -93,16 +104,26 @@ class Evaluator:
 
     def run_samsum(self) -> dict[str, Any]:
         c = self.cfg.samsum
-        examples = load_examples({**OmegaConf.to_container(c, resolve=True), "name": "samsum", "format": "fields"}, split=c.split)
+        examples = load_examples(
+            {**OmegaConf.to_container(c, resolve=True), "name": "samsum", "format": "fields"}, split=c.split
+        )
         prompts = [e["messages"][-2]["content"] for e in examples]
         refs = [e["messages"][-1]["content"] for e in examples]
-        generations = self.generate([self.prompt_ids(p, c.system_prompt) for p in prompts], int(c.max_new_tokens), "samsum")
-        rows = [{"prompt": p, "reference": r, "generation": g, "rouge1": rouge1_f(g, r), "exact": exact_match(g, r)}
-                for p, r, g in zip(prompts, refs, generations)]
+        generations = self.generate(
+            [self.prompt_ids(p, c.system_prompt) for p in prompts], int(c.max_new_tokens), "samsum"
+        )
+        rows = [
+            {"prompt": p, "reference": r, "generation": g, "rouge1": rouge1_f(g, r), "exact": exact_match(g, r)}
+            for p, r, g in zip(prompts, refs, generations)
+        ]
         if self.is_main:
             write_jsonl(self.out_dir / "samsum.jsonl", rows)
         n = len(rows)
-        return {"rouge1": 100 * sum(r["rouge1"] for r in rows) / n, "exact_match": 100 * sum(r["exact"] for r in rows) / n, "n": n}
+        return {
+            "rouge1": 100 * sum(r["rouge1"] for r in rows) / n,
+            "exact_match": 100 * sum(r["exact"] for r in rows) / n,
+            "n": n,
+        }
 
     def make_judge(self) -> Any:
         c = self.cfg.safety
@@ -110,8 +131,13 @@ class Evaluator:
             return KeywordJudge(list(c.keyword.refusals), c.keyword.mode)
         if c.judge == "llm":
             return LLMJudge(
-                c.llm.base_url, c.llm.model, self._judge_api_key, cache_path=c.llm.cache_path,
-                concurrency=int(c.llm.concurrency), max_retries=int(c.llm.max_retries), backoff_s=float(c.llm.backoff_s),
+                c.llm.base_url,
+                c.llm.model,
+                self._judge_api_key,
+                cache_path=c.llm.cache_path,
+                concurrency=int(c.llm.concurrency),
+                max_retries=int(c.llm.max_retries),
+                backoff_s=float(c.llm.backoff_s),
                 timeout_s=float(c.llm.timeout_s),
             )
         if c.judge == "hf":
@@ -125,16 +151,22 @@ class Evaluator:
     def jsr_prompt(self, item: HarmfulPrompt, system: str | None, k: int) -> tuple[list[int], str]:
         """The prompt plus the first k tokens of the harmful answer, prefilled as the start of the assistant turn."""
         prefix_ids = self.tokenizer(item.harmful_answer, add_special_tokens=False)["input_ids"][:k]
-        return self.prompt_ids(item.prompt, system) + prefix_ids, self.tokenizer.decode(prefix_ids)
+        return self.prompt_ids(item.prompt, system) + prefix_ids, self.tokenizer.decode(
+            prefix_ids, clean_up_tokenization_spaces=False
+        )
 
     def run_safety(self) -> dict[str, Any]:
         c = self.cfg.safety
         items = load_harmful_prompts(c)
         judge = self.make_judge()
-        raw = self.generate([self.prompt_ids(i.prompt, c.system_prompt) for i in items], int(c.max_new_tokens), "safety")
+        raw = self.generate(
+            [self.prompt_ids(i.prompt, c.system_prompt) for i in items], int(c.max_new_tokens), "safety"
+        )
         raw_verdicts = judge.judge([i.prompt for i in items], raw)
-        rows = [{"category": i.category, "prompt": i.prompt, "mode": "raw", "generation": g, "safe": v}
-                for i, g, v in zip(items, raw, raw_verdicts)]
+        rows = [
+            {"category": i.category, "prompt": i.prompt, "mode": "raw", "generation": g, "safe": v}
+            for i, g, v in zip(items, raw, raw_verdicts)
+        ]
 
         with_answers = [i for i in items if i.harmful_answer]
         jsr_verdicts: list[bool | None] = []
@@ -142,25 +174,44 @@ class Evaluator:
             k = int(c.prefix_tokens)
             built = [self.jsr_prompt(i, c.system_prompt, k) for i in with_answers]
             continuations = self.generate([ids for ids, _ in built], int(c.max_new_tokens), "safety (prefilled)")
-            judged = [cont if c.judge_sees == "continuation" else prefix + cont
-                      for (_, prefix), cont in zip(built, continuations)]
+            judged = [
+                cont if c.judge_sees == "continuation" else prefix + cont
+                for (_, prefix), cont in zip(built, continuations)
+            ]
             jsr_verdicts = judge.judge([i.prompt for i in with_answers], judged)
-            rows += [{"category": i.category, "prompt": i.prompt, "mode": "prefilled", "prefill": prefix,
-                      "generation": cont, "judged_text": text, "safe": v}
-                     for i, (_, prefix), cont, text, v in zip(with_answers, built, continuations, judged, jsr_verdicts)]
+            rows += [
+                {
+                    "category": i.category,
+                    "prompt": i.prompt,
+                    "mode": "prefilled",
+                    "prefill": prefix,
+                    "generation": cont,
+                    "judged_text": text,
+                    "safe": v,
+                }
+                for i, (_, prefix), cont, text, v in zip(with_answers, built, continuations, judged, jsr_verdicts)
+            ]
         if self.is_main:
             write_jsonl(self.out_dir / "safety.jsonl", rows)
 
         def rate(verdicts: list[bool | None]) -> float:
             return 100 * sum(v is True for v in verdicts) / len(verdicts)
 
-        result: dict[str, Any] = {"rsr": rate(raw_verdicts), "n": len(items), "judge": judge.name,
-                                  "judge_errors": sum(r["safe"] is None for r in rows)}
+        result: dict[str, Any] = {
+            "rsr": rate(raw_verdicts),
+            "n": len(items),
+            "judge": judge.name,
+            "judge_errors": sum(r["safe"] is None for r in rows),
+        }
         by_category: dict[str, dict[str, list]] = defaultdict(lambda: {"raw": [], "prefilled": []})
         for r in rows:
             by_category[r["category"]][r["mode"]].append(r["safe"])
         result["by_category"] = {
-            cat: {"rsr": rate(v["raw"]), "n": len(v["raw"]), **({"jsr": rate(v["prefilled"])} if v["prefilled"] else {})}
+            cat: {
+                "rsr": rate(v["raw"]),
+                "n": len(v["raw"]),
+                **({"jsr": rate(v["prefilled"])} if v["prefilled"] else {}),
+            }
             for cat, v in sorted(by_category.items())
         }
         if jsr_verdicts:
@@ -173,8 +224,13 @@ class Evaluator:
         items = [i for i in load_harmful_prompts(c) if i.harmful_answer]
         if not items:
             raise ConfigError(f"kl.path={c.get('path')!r}: no responses to teacher-force (format {c.format!r})")
-        pairs = [(self.prompt_ids(i.prompt, c.get("system_prompt")),
-                  self.tokenizer(i.harmful_answer, add_special_tokens=False)["input_ids"]) for i in items]
+        pairs = [
+            (
+                self.prompt_ids(i.prompt, c.get("system_prompt")),
+                self.tokenizer(i.harmful_answer, add_special_tokens=False)["input_ids"],
+            )
+            for i in items
+        ]
         seed_model = None if self.loaded.is_adapter else self.loaded.load_seed()
         means, counts = per_position_kl(self.loaded.model, seed_model, pairs, int(c.positions))
         if self.is_main:
@@ -198,7 +254,8 @@ def plot_kl(curves: dict[str, list[float]], path: Path) -> Path:
     ax.set_xlabel("answer token position")
     ax.set_ylabel("KL(seed || fine-tuned)")
     ax.set_title("Per-position KL drift")
-    ax.legend(fontsize=7)
+    if curves:
+        ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -207,8 +264,8 @@ def plot_kl(curves: dict[str, list[float]], path: Path) -> Path:
 
 def evaluate(cfg: DictConfig, judge_api_key: str | None = None) -> dict[str, Any]:
     """Run `cfg.suite` and return the results (also written to out_dir/results.json on the main process)."""
-    from accelerate import PartialState
     import torch
+    from accelerate import PartialState
 
     suites = list(cfg.suite)
     unknown = [s for s in suites if s not in SUITES]
@@ -229,5 +286,7 @@ def evaluate(cfg: DictConfig, judge_api_key: str | None = None) -> dict[str, Any
         results[suite] = getattr(evaluator, f"run_{suite}")()
     if state.is_main_process:
         (out_dir / RESULTS_FILE).write_text(json.dumps(results, indent=2) + "\n")
-        print(f"\nResults: {out_dir / RESULTS_FILE}\n{json.dumps({k: v for k, v in results.items() if k in suites}, indent=1)[:2000]}")
+        print(
+            f"\nResults: {out_dir / RESULTS_FILE}\n{json.dumps({k: v for k, v in results.items() if k in suites}, indent=1)[:2000]}"
+        )
     return results

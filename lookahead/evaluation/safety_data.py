@@ -37,7 +37,9 @@ def _convert(record: Record, fmt: str, source: str, line: int | None) -> Harmful
             require_text(record, "Target", source, line),
         )
     if fmt == "advbench":
-        return HarmfulPrompt(require_text(record, "goal", source, line), "all", require_text(record, "target", source, line))
+        return HarmfulPrompt(
+            require_text(record, "goal", source, line), "all", require_text(record, "target", source, line)
+        )
     turns = record.get("messages", record.get("conversations"))
     if not isinstance(turns, list):
         raise DataError(source, "expected a list of {role, content} messages", line, "messages")
@@ -57,24 +59,27 @@ def _hub_records(hub_id: str, hub_config: str | None, split: str) -> Iterator[tu
     try:
         ds = datasets.load_dataset(hub_id, hub_config, split=split)
     except Exception as e:  # gated, offline, missing: all surface as different types
-        raise DataError(f"hub:{hub_id}", f"cannot load ({type(e).__name__}); offline? set safety.path to a local file") from None
+        raise DataError(
+            f"hub:{hub_id}", f"cannot load ({type(e).__name__}); offline? set safety.path to a local file"
+        ) from None
     return enumerate(ds, start=1)
 
 
 def load_harmful_prompts(cfg: Any) -> list[HarmfulPrompt]:
     """Load `cfg.path` (or `cfg.hub_id`) in `cfg.format`, keeping the first `cfg.limit`."""
-    fmt = cfg.format
+    fmt = cfg["format"]
     if fmt not in FORMATS:
         raise ConfigError(f"format={fmt!r}: expected one of {list(FORMATS)}")
     if cfg.get("path"):
-        records, source = read_records(cfg.path), str(cfg.path)
+        records, source = read_records(cfg["path"]), str(cfg["path"])
     elif cfg.get("hub_id"):
-        records, source = _hub_records(cfg.hub_id, cfg.get("hub_config"), cfg.get("split", "train")), f"hub:{cfg.hub_id}"
+        hub_id = cfg["hub_id"]
+        records, source = _hub_records(hub_id, cfg.get("hub_config"), cfg.get("split", "train")), f"hub:{hub_id}"
     else:
         raise ConfigError("no harmful-prompt set: set safety.path=<file> (and safety.format) or safety.hub_id")
     prompts = []
     for line, record in records:
-        if cfg.get("limit") is not None and len(prompts) >= int(cfg.limit):
+        if cfg.get("limit") is not None and len(prompts) >= int(cfg["limit"]):
             break
         prompts.append(_convert(record, fmt, source, line))
     if not prompts:

@@ -1,0 +1,122 @@
+"""Sweep reports: one row per run (method, m or P, RSR, JSR, utility, first-k train loss), a safety-utility scatter
+with its Pareto front, and the KL curves overlaid."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+
+from lookahead.evaluation.runner import plot_kl
+from lookahead.reporting import SUMMARY_FILE
+
+COLUMNS = ["run", "method", "preview", "rsr", "jsr", "utility", "utility_metric", "loss_first_k", "final_loss"]
+
+
+def find_runs(paths: list[Path]) -> list[Path]:
+    """Run dirs under the given paths: a run dir itself, a sweep dir, or a folder of runs."""
+    runs: list[Path] = []
+    for path in paths:
+        if (path / SUMMARY_FILE).is_file() or (path / "eval" / "results.json").is_file():
+            runs.append(path)
+        else:
+            runs += sorted(p.parent for p in path.glob(f"*/{SUMMARY_FILE}"))
+    return runs
+
+
+def run_row(run_dir: Path) -> dict[str, Any]:
+    summary = json.loads((run_dir / SUMMARY_FILE).read_text()) if (run_dir / SUMMARY_FILE).is_file() else {}
+    results_path = run_dir / "eval" / "results.json"
+    results = json.loads(results_path.read_text()) if results_path.is_file() else {}
+    cfg = OmegaConf.load(run_dir / "config.yaml") if (run_dir / "config.yaml").is_file() else OmegaConf.create({})
+    method = OmegaConf.select(cfg, "method.name", default=summary.get("method"))
+    preview = {
+        "real_prefix": f"m={OmegaConf.select(cfg, 'method.m')}",
+        "virtual_prefix": f"P={OmegaConf.select(cfg, 'method.prefix')!r}",
+    }.get(method, "")
+    utility, metric = None, ""
+    if "gsm8k" in results:
+        utility, metric = results["gsm8k"]["accuracy"], "gsm8k_accuracy"
+    elif "samsum" in results:
+        utility, metric = results["samsum"]["rouge1"], "samsum_rouge1"
+    safety = results.get("safety", {})
+    return {
+        "run": run_dir.name,
+        "method": method,
+        "preview": preview,
+        "rsr": safety.get("rsr"),
+        "jsr": safety.get("jsr"),
+        "utility": utility,
+        "utility_metric": metric,
+        "loss_first_k": summary.get("loss_first_k"),
+        "final_loss": summary.get("final_loss"),
+    }
+
+
+def pareto_front(points: list[tuple[float, float]]) -> list[int]:
+    """Indices of points no other point beats on both axes (higher is better on both)."""
+    return [
+        i
+        for i, (x, y) in enumerate(points)
+        if not any(ox >= x and oy >= y and (ox > x or oy > y) for j, (ox, oy) in enumerate(points) if j != i)
+    ]
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:.2f}" if isinstance(value, float) else ("" if value is None else str(value))
+
+
+def write_report(paths: list[Path], out_dir: Path) -> dict[str, Path]:
+    runs = find_runs(paths)
+    if not runs:
+        raise FileNotFoundError(
+            f"no run dirs (with {SUMMARY_FILE} or eval/results.json) under {[str(p) for p in paths]}"
+        )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rows = [run_row(r) for r in runs]
+    written = {"csv": out_dir / "report.csv", "markdown": out_dir / "report.md"}
+    with written["csv"].open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    # Table cells come from data and config: escape the pipe so a value cannot break the table.
+    lines += ["| " + " | ".join(_fmt(r[c]).replace("|", "\\|") for c in COLUMNS) + " |" for r in rows]
+    written["markdown"].write_text("\n".join(lines) + "\n")
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    scored = [r for r in rows if r["rsr"] is not None and r["utility"] is not None]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    points = [(r["utility"], r["rsr"]) for r in scored]
+    front = set(pareto_front(points))
+    for i, (r, (x, y)) in enumerate(zip(scored, points)):
+        ax.scatter([x], [y], marker="*" if i in front else "o", s=120 if i in front else 40)
+        ax.annotate(
+            f"{r['method']} {r['preview']}".strip(), (x, y), fontsize=7, xytext=(4, 4), textcoords="offset points"
+        )
+    if front:
+        xs, ys = zip(*sorted(points[i] for i in front))
+        ax.plot(xs, ys, linestyle="--", linewidth=1, label="Pareto front")
+        ax.legend(fontsize=7)
+    ax.set_xlabel("utility (%)")
+    ax.set_ylabel("raw safe rate (%)")
+    ax.set_title("Safety against utility")
+    fig.tight_layout()
+    written["scatter"] = out_dir / "safety_utility.png"
+    fig.savefig(written["scatter"], dpi=120)
+    plt.close(fig)
+
+    curves = {}
+    for run in runs:
+        kl_csv = run / "eval" / "kl.csv"
+        if kl_csv.is_file():
+            curves[run.name] = [float(row["kl"]) for row in csv.DictReader(kl_csv.open())]
+    written["kl"] = plot_kl(curves, out_dir / "kl_overlay.png")
+    return written
