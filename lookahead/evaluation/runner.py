@@ -287,6 +287,7 @@ def evaluate(cfg: DictConfig, judge_api_key: str | None = None) -> dict[str, Any
     if state.is_main_process:
         (out_dir / RESULTS_FILE).write_text(json.dumps(results, indent=2) + "\n")
         print(
-            f"\nResults: {out_dir / RESULTS_FILE}\n{json.dumps({k: v for k, v in results.items() if k in suites}, indent=1)[:2000]}"
+            f"\nResults: {out_dir / RESULTS_FILE}\n"
+            + json.dumps({k: v for k, v in results.items() if k in suites}, indent=1)[:2000]
         )
     return results

