@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 ARGS ?=
 
-.PHONY: setup train test test-fast lint clean
+.PHONY: setup train test test-fast lint bench clean
 
 setup: $(VENV)/.installed
 
@@ -26,6 +26,9 @@ test: setup
 
 test-fast: setup
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -m "not slow"
+
+bench: setup
+	HF_HUB_OFFLINE=1 $(PY) scripts/bench.py
 
 lint: setup
 	$(PY) -m ruff check lookahead scripts tests train.py

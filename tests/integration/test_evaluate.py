@@ -110,3 +110,38 @@ def test_report_on_a_two_job_sweep_writes_table_and_plots(tmp_path):
     rows = list(csv.DictReader((out / "report.csv").open()))
     assert [(r["method"], r["preview"]) for r in rows] == [("real_prefix", "m=2"), ("real_prefix", "m=4")]
     assert all(0 <= float(r["rsr"]) <= 100 and float(r["loss_first_k"]) > 0 for r in rows)
+
+
+def test_evaluate_under_accelerate_shards_and_gathers_in_order(tmp_path):
+    import sys
+
+    summary = train(compose([*tiny_overrides(), "trainer.max_steps=1"], output_dir=tmp_path / "run"))
+    suites = ["suite=[gsm8k]", f"gsm8k.path={GSM8K_TEST}", "gsm8k.limit=5", "gsm8k.max_new_tokens=6"]
+    one = python_cli("evaluate.py", f"run_dir={summary['run_dir']}", *suites, f"out_dir={tmp_path / 'one'}")
+    assert one.returncode == 0, one.stderr[-2000:]
+    launch = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+    ]
+    from tests.conftest import ROOT, run_cli
+
+    two = run_cli(
+        [*launch, str(ROOT / "evaluate.py"), f"run_dir={summary['run_dir']}", *suites, f"out_dir={tmp_path / 'two'}"]
+    )
+    assert two.returncode == 0, two.stderr[-2000:]
+    rows = {
+        name: [json.loads(line) for line in (tmp_path / name / "gsm8k.jsonl").read_text().splitlines()]
+        for name in ("one", "two")
+    }
+    assert [r["question"] for r in rows["two"]] == [r["question"] for r in rows["one"]]
+    assert [r["generation"] for r in rows["two"]] == [r["generation"] for r in rows["one"]]
