@@ -80,7 +80,7 @@ def bench_p4(repeats: int, n_prompts: int = 32, max_new_tokens: int = 64) -> dic
     }
 
 
-def bench_p1(repeats: int, steps: int = 20) -> dict:
+def bench_p1(repeats: int, steps: int = 10) -> dict:
     from lookahead.cli import compose_train_config
     from lookahead.training import train
 
@@ -96,7 +96,7 @@ def bench_p1(repeats: int, steps: int = 20) -> dict:
         f"trainer.max_steps={steps}",
         "trainer.save_steps=100000",
         "trainer.logging_steps=1000",
-        "trainer.per_device_train_batch_size=8",
+        "trainer.per_device_train_batch_size=4",
         "dataset.size=400",
     ]
     if (SHARED_GSM8K / "train.jsonl").is_file():
@@ -117,7 +117,7 @@ def bench_p1(repeats: int, steps: int = 20) -> dict:
     virtual = medians["virtual_prefix"] / medians["vanilla"]
     return {
         "id": "P1",
-        "what": f"{steps} training steps, tiny Llama (h256, 4 layers), batch 8, same data",
+        "what": f"{steps} training steps, tiny Llama (h256, 4 layers), batch 4, same data",
         "seconds": medians,
         "real_ratio": real,
         "virtual_ratio": virtual,

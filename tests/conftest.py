@@ -60,6 +60,23 @@ def run_cli(args: list[str], cwd: Path = ROOT, timeout: int = 600, env_extra: di
     return subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
 
 
+# Two gloo processes on CPU (`--cpu` with more than one process would want mpirun).
+ACCELERATE_TWO_PROCESSES = [
+    sys.executable,
+    "-m",
+    "accelerate.commands.launch",
+    "--multi_gpu",
+    "--num_processes",
+    "2",
+    "--num_machines",
+    "1",
+    "--mixed_precision",
+    "no",
+    "--dynamo_backend",
+    "no",
+]
+
+
 def python_cli(script: str, *args: str, **kwargs):
     return run_cli([sys.executable, str(ROOT / script), *args], **kwargs)
 

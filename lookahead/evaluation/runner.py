@@ -64,9 +64,24 @@ class Evaluator:
             )
             return [self.tokenizer.decode(o, skip_special_tokens=True) for o in outputs]
 
-        if self.cfg.generation.backend == "vllm":
+        if self.backend == "vllm":
             return self._generate_vllm(prompts, max_new_tokens)
         return map_across_processes(run, prompts)
+
+    @property
+    def backend(self) -> str:
+        """`auto` picks vLLM when it is installed, a GPU is present and the model is not a LoRA adapter."""
+        choice = self.cfg.generation.backend
+        if choice not in ("auto", "transformers", "vllm"):
+            raise ConfigError(f"generation.backend={choice!r}: expected auto, transformers or vllm")
+        if choice != "auto":
+            return choice
+        import importlib.util
+
+        import torch
+
+        has_vllm = importlib.util.find_spec("vllm") is not None
+        return "vllm" if has_vllm and torch.cuda.is_available() and not self.loaded.is_adapter else "transformers"
 
     def _generate_vllm(self, prompts: list[list[int]], max_new_tokens: int) -> list[str]:
         try:

@@ -5,11 +5,20 @@ from __future__ import annotations
 import csv
 import json
 import shutil
-import sys
 
 import pytest
 
-from tests.conftest import ROOT, SHARED, losses, python_cli, read_metrics, requires_shared, run_cli, tiny_overrides
+from tests.conftest import (
+    ACCELERATE_TWO_PROCESSES,
+    ROOT,
+    SHARED,
+    losses,
+    python_cli,
+    read_metrics,
+    requires_shared,
+    run_cli,
+    tiny_overrides,
+)
 
 pytestmark = [requires_shared, pytest.mark.slow]
 
@@ -93,23 +102,9 @@ def test_multirun_sweep_makes_one_dir_per_job_and_sweep_csv(tmp_path):
 )
 def test_accelerate_two_processes_one_run_dir_and_the_same_losses(tmp_path):
     common = [*tiny_overrides(), "lora=none", "trainer.max_steps=3"]
-    accelerate = [
-        sys.executable,
-        "-m",
-        "accelerate.commands.launch",
-        "--multi_gpu",
-        "--num_processes",
-        "2",
-        "--num_machines",
-        "1",
-        "--mixed_precision",
-        "no",
-        "--dynamo_backend",
-        "no",
-    ]
     two = run_cli(
         [
-            *accelerate,
+            *ACCELERATE_TWO_PROCESSES,
             str(ROOT / "train.py"),
             *common,
             "trainer.per_device_train_batch_size=4",

@@ -10,7 +10,16 @@ import matplotlib.image
 import pytest
 
 from lookahead.training import train
-from tests.conftest import SHARED, compose, python_cli, requires_shared, tiny_overrides
+from tests.conftest import (
+    ACCELERATE_TWO_PROCESSES,
+    ROOT,
+    SHARED,
+    compose,
+    python_cli,
+    requires_shared,
+    run_cli,
+    tiny_overrides,
+)
 
 pytestmark = [requires_shared, pytest.mark.slow]
 
@@ -113,30 +122,18 @@ def test_report_on_a_two_job_sweep_writes_table_and_plots(tmp_path):
 
 
 def test_evaluate_under_accelerate_shards_and_gathers_in_order(tmp_path):
-    import sys
-
     summary = train(compose([*tiny_overrides(), "trainer.max_steps=1"], output_dir=tmp_path / "run"))
     suites = ["suite=[gsm8k]", f"gsm8k.path={GSM8K_TEST}", "gsm8k.limit=5", "gsm8k.max_new_tokens=6"]
     one = python_cli("evaluate.py", f"run_dir={summary['run_dir']}", *suites, f"out_dir={tmp_path / 'one'}")
     assert one.returncode == 0, one.stderr[-2000:]
-    launch = [
-        sys.executable,
-        "-m",
-        "accelerate.commands.launch",
-        "--multi_gpu",
-        "--num_processes",
-        "2",
-        "--num_machines",
-        "1",
-        "--mixed_precision",
-        "no",
-        "--dynamo_backend",
-        "no",
-    ]
-    from tests.conftest import ROOT, run_cli
-
     two = run_cli(
-        [*launch, str(ROOT / "evaluate.py"), f"run_dir={summary['run_dir']}", *suites, f"out_dir={tmp_path / 'two'}"]
+        [
+            *ACCELERATE_TWO_PROCESSES,
+            str(ROOT / "evaluate.py"),
+            f"run_dir={summary['run_dir']}",
+            *suites,
+            f"out_dir={tmp_path / 'two'}",
+        ]
     )
     assert two.returncode == 0, two.stderr[-2000:]
     rows = {
