@@ -13,7 +13,14 @@ METHODS = ("vanilla", "real_prefix", "virtual_prefix")
 LOGGERS = ("wandb", "tensorboard", "none")
 
 # cfg.trainer keys that are ours, not TrainingArguments fields.
-_OWN_TRAINER_KEYS = {"max_seq_length", "effective_batch_size", "first_k", "pad_to_multiple_of"}
+_OWN_TRAINER_KEYS = {
+    "max_seq_length",
+    "effective_batch_size",
+    "first_k",
+    "pad_to_multiple_of",
+    "packing",
+    "group_by_length",
+}
 
 
 def validate(cfg: DictConfig) -> None:

@@ -10,6 +10,23 @@ import torch.nn.functional as F
 from lookahead.constants import IGNORE_INDEX
 
 
+def answer_positions(is_label: torch.Tensor) -> torch.Tensor:
+    """0-based position of each label token within its contiguous answer span.
+
+    A span starts at a label token whose left neighbour is not a label, so this holds for padded rows (one answer per
+    row) and for packed rows (several examples, each answer preceded by its prompt) alike.
+
+    Example:
+        >>> answer_positions(torch.tensor([[False, True, True, False, True]]))
+        tensor([[0, 0, 1, 0, 0]])
+    """
+    previous = torch.nn.functional.pad(is_label[:, :-1], (1, 0), value=False)
+    starts = is_label & ~previous
+    index = torch.arange(is_label.size(1), device=is_label.device).expand_as(is_label)
+    span_start = torch.where(starts, index, torch.zeros_like(index)).cummax(dim=1).values
+    return torch.where(is_label, index - span_start, torch.zeros_like(index))
+
+
 class AnswerTokenLoss:
     """`compute_loss_func` for the HF Trainer.
 
@@ -39,8 +56,7 @@ class AnswerTokenLoss:
         return nll.sum() / denominator
 
     def _record(self, nll: torch.Tensor, is_label: torch.Tensor) -> None:
-        answer_position = is_label.cumsum(dim=1) - 1  # 0 for the first answer token of each row
-        first = is_label & (answer_position < self.first_k)
+        first = is_label & (answer_positions(is_label) < self.first_k)
         rest = is_label & ~first
         stats = torch.stack([nll[first].sum(), first.sum().float(), nll[rest].sum(), rest.sum().float()])
         self._stats = stats if self._stats is None else self._stats + stats

@@ -18,6 +18,7 @@ from lookahead.callbacks import JsonlMetricsCallback, write_metrics_record
 from lookahead.config import training_arguments_kwargs, validate
 from lookahead.data.collator import LookaheadCollator
 from lookahead.data.prepare import filter_trainable
+from lookahead.data.sampler import LengthGroupedSampler
 from lookahead.data.sources import load_examples, split_train_eval
 from lookahead.data.tokenize import ChatEncoder
 from lookahead.loggers import finish_experiment_logger, start_experiment_logger
@@ -35,9 +36,17 @@ CONFIG_FILE = "config.yaml"
 class LookaheadTrainer(Trainer):
     """The HF Trainer with the answer-token loss, and first-k / rest answer losses logged beside the loss."""
 
-    def __init__(self, *args: Any, answer_loss: AnswerTokenLoss, **kwargs: Any):
+    def __init__(self, *args: Any, answer_loss: AnswerTokenLoss, group_by_length: bool = False, **kwargs: Any):
         super().__init__(*args, compute_loss_func=answer_loss, **kwargs)
         self.answer_loss = answer_loss
+        self.group_by_length = group_by_length
+
+    def _get_train_sampler(self, train_dataset: Any = None) -> Any:
+        dataset = train_dataset if train_dataset is not None else self.train_dataset
+        if not self.group_by_length:
+            return super()._get_train_sampler(train_dataset)
+        group = self.args.train_batch_size * self.args.gradient_accumulation_steps
+        return LengthGroupedSampler([ex["length"] for ex in dataset], group, seed=self.args.seed)
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         # Every process reaches this point at the same step, so the reduction below is safe under DDP.
@@ -82,7 +91,7 @@ def build_data(cfg: DictConfig, model_path: str) -> TrainingData:
     encoder = ChatEncoder(tokenizer, cfg.trainer.max_seq_length, cfg.dataset.system_policy)
     if not encoder.supports_system and cfg.dataset.get("system_prompt"):
         log.info("The chat template has no system role: dataset.system_policy=%s", cfg.dataset.system_policy)
-    collator = LookaheadCollator(encoder, strategy, cfg.trainer.get("pad_to_multiple_of"))
+    collator = LookaheadCollator(encoder, strategy, cfg.trainer.get("pad_to_multiple_of"), bool(cfg.trainer.packing))
 
     examples = load_examples(cfg.dataset)
     train_examples, eval_examples = split_train_eval(examples, int(cfg.dataset.eval_size), cfg.trainer.seed)
@@ -137,6 +146,8 @@ def _train(cfg: DictConfig, state: Any, run_dir: Path) -> dict[str, Any]:
         cfg.model, model_path, data.tokenizer, cfg.lora, seed=cfg.trainer.seed, local_rank=state.local_process_index
     )
     model = apply_lora(model, cfg.lora, bool(cfg.model.gradient_checkpointing))
+    # Training never reuses a KV cache, and without one transformers can read packed sequences from position_ids.
+    model.config.use_cache = False
 
     args = TrainingArguments(**training_arguments_kwargs(cfg, str(run_dir), state.num_processes))
     metrics_path = run_dir / METRICS_FILE
@@ -148,6 +159,7 @@ def _train(cfg: DictConfig, state: Any, run_dir: Path) -> dict[str, Any]:
         data_collator=data.collator,
         processing_class=data.tokenizer,
         answer_loss=AnswerTokenLoss(cfg.trainer.first_k),
+        group_by_length=bool(cfg.trainer.group_by_length),
         callbacks=[JsonlMetricsCallback(metrics_path)],
     )
 
@@ -163,6 +175,7 @@ def _train(cfg: DictConfig, state: Any, run_dir: Path) -> dict[str, Any]:
     started = time.time()
     result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     final_dir = run_dir / "final"
+    model.config.use_cache = True  # the saved model is for inference
     trainer.save_model(str(final_dir))  # every rank calls it: FSDP and DeepSpeed gather weights collectively
 
     history = trainer.state.log_history

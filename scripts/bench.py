@@ -5,13 +5,17 @@ written to bench/results.json.
     python scripts/bench.py --only P4 --repeats 3
 
 P1  train run time for real_prefix and virtual_prefix against vanilla (same model, steps, data)
+P2  train tokens/s against TRL's SFTTrainer (same model, data, batch, completion-only masking)
+P3  train tokens/s with length grouping and padding-free packing against padded batches
 P4  batched eval generation (batch 32) against a per-prompt loop, on SmolLM2-135M
+P5  peak RSS of the default `python train.py`
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -127,9 +131,144 @@ def bench_p1(repeats: int, steps: int = 10) -> dict:
     }
 
 
+TINY_256 = [
+    "model=tiny",
+    "model.tiny.hidden_size=256",
+    "model.tiny.intermediate_size=768",
+    "model.tiny.num_hidden_layers=4",
+    "model.tiny.num_attention_heads=4",
+    "model.tiny.num_key_value_heads=4",
+    "logger=none",
+    "lora=none",
+    "trainer.save_steps=100000",
+    "trainer.logging_steps=1000",
+    "method=vanilla",
+]
+
+
+def epoch_data(n: int) -> list[str]:
+    if (SHARED_GSM8K / "train.jsonl").is_file():
+        return ["dataset=gsm8k", f"dataset.path={SHARED_GSM8K / 'train.jsonl'}", f"dataset.limit={n}"]
+    return [f"dataset.size={n}"]
+
+
+def ours_tokens_per_second(overrides: list[str], out: Path) -> float:
+    from lookahead.cli import compose_train_config
+    from lookahead.training import train
+
+    cfg = compose_train_config([*TINY_256, *overrides])
+    cfg.paths.output_dir = str(out / f"run-{time.perf_counter_ns()}")
+    summary = train(cfg)
+    return summary["data"]["train/tokens"] / summary["train_seconds"]
+
+
+def bench_p2(repeats: int, n: int = 128, batch: int = 8) -> dict:
+    """Ours against TRL's SFTTrainer: same model init, data, batch, completion-only masking, one epoch."""
+    import datasets
+    from trl import SFTConfig, SFTTrainer
+
+    from lookahead.cli import compose_train_config
+    from lookahead.data.sources import load_examples
+    from lookahead.modeling import build_tiny_llama, load_tokenizer, resolve_model_path
+
+    overrides = [*epoch_data(n), f"trainer.per_device_train_batch_size={batch}", "trainer.max_seq_length=1024"]
+    cfg = compose_train_config([*TINY_256, *overrides])
+    tokenizer = load_tokenizer(cfg.model, resolve_model_path(cfg.model, cfg.paths.cache_dir))
+    rows = [{"prompt": ex["messages"][:-1], "completion": ex["messages"][-1:]} for ex in load_examples(cfg.dataset)]
+    tmp = Path(tempfile.mkdtemp(prefix="lookahead-bench-p2-"))
+    rates: dict[str, list[float]] = {"lookahead": [], "trl": []}
+    for _ in range(repeats):
+        rates["lookahead"].append(ours_tokens_per_second(overrides, tmp))
+        args = SFTConfig(
+            output_dir=str(tmp / "trl"),
+            max_length=1024,
+            per_device_train_batch_size=batch,
+            num_train_epochs=1,
+            learning_rate=2e-4,
+            logging_steps=1000,
+            save_strategy="no",
+            report_to=[],
+            completion_only_loss=True,
+            use_cpu=True,
+            dataloader_pin_memory=False,
+            seed=42,
+        )
+        trainer = SFTTrainer(
+            model=build_tiny_llama(cfg.model, tokenizer, seed=42),
+            args=args,
+            train_dataset=datasets.Dataset.from_list(rows),
+            processing_class=tokenizer,
+        )
+        tokens = sum(len(ids) for ids in trainer.train_dataset["input_ids"])
+        rates["trl"].append(tokens / trainer.train().metrics["train_runtime"])
+    ours, trl = statistics.median(rates["lookahead"]), statistics.median(rates["trl"])
+    return {
+        "id": "P2",
+        "what": f"train tokens/s vs TRL SFTTrainer 1.16 (completion-only), tiny Llama h256, "
+        f"{n} GSM8K examples, batch {batch}, 1 epoch",
+        "lookahead_tok_s": ours,
+        "trl_tok_s": trl,
+        "ratio": ours / trl,
+        "goal": ">= 1.0x",
+        "ok": ours / trl >= 1.0,
+    }
+
+
+def bench_p3(repeats: int, n: int = 128, batch: int = 8) -> dict:
+    """Length-grouped, padding-free packed batches against plain padded batches (the HF Trainer default)."""
+    overrides = [*epoch_data(n), f"trainer.per_device_train_batch_size={batch}", "trainer.max_seq_length=1024"]
+    tmp = Path(tempfile.mkdtemp(prefix="lookahead-bench-p3-"))
+    variants = {
+        "padded": [],
+        "grouped": ["trainer.group_by_length=true"],
+        "packed": ["trainer.packing=true"],
+        "grouped+packed": ["trainer.group_by_length=true", "trainer.packing=true"],
+    }
+    rates: dict[str, list[float]] = {k: [] for k in variants}
+    for _ in range(repeats):
+        for name, extra in variants.items():
+            rates[name].append(ours_tokens_per_second([*overrides, *extra], tmp))
+    medians = {k: statistics.median(v) for k, v in rates.items()}
+    best = max(medians["grouped"], medians["packed"], medians["grouped+packed"])
+    return {
+        "id": "P3",
+        "what": f"train tokens/s, tiny Llama h256 (sdpa, CPU), {n} GSM8K examples, batch {batch}",
+        "tok_s": medians,
+        "ratios": {k: v / medians["padded"] for k, v in medians.items()},
+        "ratio": best / medians["padded"],
+        "goal": ">= 1.5x",
+        "ok": best / medians["padded"] >= 1.5,
+    }
+
+
+def bench_p5(steps: int = 8) -> dict:
+    """Peak RSS of the default `python train.py` (fewer steps: the peak is reached in the first ones)."""
+    import resource
+    import subprocess
+
+    tmp = Path(tempfile.mkdtemp(prefix="lookahead-bench-p5-"))
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_SILENT": "true"}
+    subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), f"trainer.max_steps={steps}", f"paths.log_dir={tmp}"],
+        check=True,
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+    )
+    peak_gb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024**2
+    return {
+        "id": "P5",
+        "what": f"peak RSS of the default `python train.py` ({steps} steps, SmolLM2 + LoRA)",
+        "peak_rss_gb": peak_gb,
+        "ratio": peak_gb,
+        "goal": "<= 2.5 GB",
+        "ok": peak_gb <= 2.5,
+    }
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", nargs="*", default=["P1", "P4"])
+    parser.add_argument("--only", nargs="*", default=["P5", "P1", "P2", "P3", "P4"])
     parser.add_argument("--repeats", type=int, default=3, help="interleaved repeats (P1)")
     parser.add_argument("--generation-repeats", type=int, default=2, help="interleaved repeats (P4: minutes each)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results.json")
@@ -141,10 +280,17 @@ def main() -> int:
 
     transformers.logging.set_verbosity_error()
     rows = []
+    if "P5" in args.only:  # first: it measures a child process's peak, and no other child has run yet
+        rows.append(bench_p5())
     if "P1" in args.only:
         rows.append(bench_p1(args.repeats))
+    if "P2" in args.only:
+        rows.append(bench_p2(args.repeats))
+    if "P3" in args.only:
+        rows.append(bench_p3(args.repeats))
     if "P4" in args.only:
         rows.append(bench_p4(args.generation_repeats))
+    rows.sort(key=lambda r: r["id"])
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(rows, indent=2) + "\n")
     print("\n| id | measured | ratio | goal | met |\n|---|---|---|---|---|")
@@ -154,8 +300,14 @@ def main() -> int:
                 f"real {r['real_ratio']:.3f}x, virtual {r['virtual_ratio']:.3f}x "
                 f"(+{100 * r['virtual_extra_tokens']:.1f}% tokens)"
             )
-        else:
+        elif r["id"] == "P2":
+            ratio = f"{r['ratio']:.2f}x ({r['lookahead_tok_s']:.0f} vs {r['trl_tok_s']:.0f} tok/s)"
+        elif r["id"] == "P3":
+            ratio = ", ".join(f"{k} {v:.2f}x" for k, v in r["ratios"].items() if k != "padded")
+        elif r["id"] == "P4":
             ratio = f"{r['ratio']:.2f}x ({r['per_prompt_s']:.1f} s vs {r['batched_s']:.1f} s)"
+        else:
+            ratio = f"{r['peak_rss_gb']:.2f} GB"
         print(f"| {r['id']} | {r['what']} | {ratio} | {r['goal']} | {'yes' if r['ok'] else 'NO'} |")
     print(f"\n{args.out}")
     return 0

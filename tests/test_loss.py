@@ -50,3 +50,18 @@ def test_loss_records_nothing_under_no_grad():
     with torch.no_grad():
         loss_fn({"logits": torch.zeros(1, 3, 4)}, torch.tensor([[I, 1, 2]]))
     assert loss_fn.pop_stats() is None
+
+
+def test_answer_positions_restart_in_each_packed_example():
+    from lookahead.loss import answer_positions
+
+    is_label = torch.tensor([[False, True, True, True, False, False, True, True, False, True]])
+    assert answer_positions(is_label).tolist() == [[0, 0, 1, 2, 0, 0, 0, 1, 0, 0]]
+
+
+def test_first_k_counts_every_packed_example():
+    loss_fn = AnswerTokenLoss(first_k=1)
+    labels = torch.tensor([[I, I, 1, 1, I, 2, 2, 2]])  # two examples packed into one row
+    loss_fn({"logits": torch.zeros(1, 8, 4)}, labels)
+    _, first_n, _, rest_n = loss_fn.pop_stats().tolist()
+    assert (first_n, rest_n) == (2, 3)

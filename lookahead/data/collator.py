@@ -24,10 +24,17 @@ class LookaheadCollator:
         tensor([-100, -100, ..., 22, 1345, 2])
     """
 
-    def __init__(self, encoder: ChatEncoder, strategy: PreviewStrategy, pad_to_multiple_of: int | None = None):
+    def __init__(
+        self,
+        encoder: ChatEncoder,
+        strategy: PreviewStrategy,
+        pad_to_multiple_of: int | None = None,
+        packing: bool = False,
+    ):
         self.encoder = encoder
         self.strategy = strategy
         self.pad_to_multiple_of = pad_to_multiple_of
+        self.packing = packing
         tok = encoder.tokenizer
         self.pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
 
@@ -45,7 +52,19 @@ class LookaheadCollator:
                 # The dataset is filtered with the same encoder before training, so this is a bug, not bad data.
                 raise RuntimeError(f"example reached the collator unfiltered ({enc.value}): {example['messages'][-2]}")
             encoded.append(enc)
-        return self.pad(encoded)
+        return self.pack(encoded) if self.packing else self.pad(encoded)
+
+    def pack(self, encoded: list[Encoded]) -> dict[str, torch.Tensor]:
+        """Padding-free: all examples in one row, `position_ids` restarting at 0 for each, and no attention mask.
+
+        Without an attention mask, transformers builds a block-diagonal causal mask from the position ids (sdpa and
+        eager) or uses varlen kernels (flash-attention), so no token attends across examples. Each example's first
+        label is a prompt token (IGNORE_INDEX), so no example is trained to predict the next one.
+        """
+        input_ids = torch.tensor([t for e in encoded for t in e.input_ids]).unsqueeze(0)
+        labels = torch.tensor([t for e in encoded for t in e.labels]).unsqueeze(0)
+        position_ids = torch.cat([torch.arange(len(e.input_ids)) for e in encoded]).unsqueeze(0)
+        return {"input_ids": input_ids, "labels": labels, "position_ids": position_ids}
 
     def pad(self, encoded: list[Encoded]) -> dict[str, torch.Tensor]:
         longest = max(len(e.input_ids) for e in encoded)

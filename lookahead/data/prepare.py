@@ -62,7 +62,7 @@ def filter_trainable(
             if len(report.first_skipped) < 3:
                 report.first_skipped.append(f"#{i} ({enc.value})")
             continue
-        kept.append(example)
+        kept.append({**example, "length": len(enc.input_ids)})  # for length-grouped sampling
         report.answer_truncated += enc.answer_truncated
         report.boundary_split += enc.boundary_split
         report.tokens += len(enc.input_ids)

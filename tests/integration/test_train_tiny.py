@@ -100,3 +100,14 @@ def test_tensorboard_logger_writes_event_files_next_to_metrics(tmp_path):
     _, run_dir = run(tmp_path, "tb", "logger=tensorboard", "trainer.max_steps=2")
     assert list(run_dir.rglob("events.out.tfevents.*"))
     assert [m["step"] for m in read_metrics(run_dir / "metrics.jsonl") if "loss" in m] == [1, 2]
+
+
+def test_packing_and_length_grouping_train_like_padding(tmp_path):
+    common = ["lora=none", "trainer.max_steps=3"]
+    _, padded = run(tmp_path, "padded", *common)
+    _, packed = run(tmp_path, "packed", *common, "trainer.packing=true")
+    lp, lk = losses(read_metrics(padded / "metrics.jsonl")), losses(read_metrics(packed / "metrics.jsonl"))
+    for step in (1, 2, 3):
+        assert lk[step] == pytest.approx(lp[step], abs=1e-4), step
+    _, grouped = run(tmp_path, "grouped", *common, "trainer.packing=true", "trainer.group_by_length=true")
+    assert [m["step"] for m in read_metrics(grouped / "metrics.jsonl") if "loss" in m] == [1, 2, 3]
