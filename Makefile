@@ -28,6 +28,7 @@ test-fast: setup
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -m "not slow"
 
 bench: setup
+	$(PY) -m pip install -q -c constraints.txt -e ".[bench]"
 	HF_HUB_OFFLINE=1 $(PY) scripts/bench.py
 
 lint: setup

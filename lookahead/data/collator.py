@@ -8,7 +8,7 @@ import torch
 
 from lookahead.constants import IGNORE_INDEX
 from lookahead.data.tokenize import ChatEncoder, Encoded, Skip
-from lookahead.preview.base import PreviewStrategy, preview_messages
+from lookahead.preview.base import PreviewResult, PreviewStrategy, preview_messages
 
 
 class LookaheadCollator:
@@ -39,10 +39,14 @@ class LookaheadCollator:
         self.pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
 
     def encode_example(self, example: dict[str, Any]) -> Encoded | Skip:
-        messages = example["messages"]
+        return self.preview_and_encode(example)[0]
+
+    def preview_and_encode(self, example: dict[str, Any]) -> tuple[Encoded | Skip, PreviewResult | None]:
+        """Encode one example, previewed unless it is an evaluation example; also return what the preview did."""
+        messages, preview = example["messages"], None
         if example.get("preview", True):
-            messages, _ = preview_messages(messages, self.strategy, self.encoder.tokenizer)
-        return self.encoder.encode(messages)
+            messages, preview = preview_messages(messages, self.strategy, self.encoder.tokenizer)
+        return self.encoder.encode(messages), preview
 
     def __call__(self, examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         encoded = []

@@ -14,7 +14,6 @@ from typing import Any
 from lookahead.data.collator import LookaheadCollator
 from lookahead.data.tokenize import Skip
 from lookahead.errors import DataError
-from lookahead.preview.base import preview_messages
 
 log = logging.getLogger(__name__)
 
@@ -51,12 +50,9 @@ def filter_trainable(
     """Keep the examples that encode to at least one label token; count the rest and why."""
     report = DataReport(total=len(examples))
     kept = []
-    tokenizer = collator.encoder.tokenizer
     for i, example in enumerate(examples):
-        if example.get("preview", True):
-            _, result = preview_messages(example["messages"], collator.strategy, tokenizer)
-            report.whole_answer_previewed += result.whole_answer_previewed
-        enc = collator.encode_example(example)
+        enc, preview = collator.preview_and_encode(example)
+        report.whole_answer_previewed += bool(preview and preview.whole_answer_previewed)
         if isinstance(enc, Skip):
             report.skipped[enc] += 1
             if len(report.first_skipped) < 3:
