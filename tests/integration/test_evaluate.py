@@ -56,11 +56,22 @@ def check_results(results: dict, suites: list[str]) -> None:
 
 def test_evaluate_tiny_run_writes_results_and_per_suite_files(tmp_path):
     summary = train(compose([*tiny_overrides(), "trainer.max_steps=2"], output_dir=tmp_path / "run"))
-    result = python_cli("evaluate.py", f"run_dir={summary['run_dir']}", "suite=[gsm8k,safety,kl]", *SMALL_SUITES)
+    dialogues = tmp_path / "dialogues.jsonl"
+    dialogues.write_text(
+        "".join(
+            json.dumps({"dialogue": f"A: shall we meet at {h}?\nB: yes", "summary": f"They meet at {h}."}) + "\n"
+            for h in range(3)
+        )
+    )
+    samsum = [f"samsum.path={dialogues}", "samsum.max_new_tokens=8"]
+    result = python_cli(
+        "evaluate.py", f"run_dir={summary['run_dir']}", "suite=[gsm8k,samsum,safety,kl]", *SMALL_SUITES, *samsum
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     out = tmp_path / "run" / "eval"
     results = json.loads((out / "results.json").read_text())
     check_results(results, ["gsm8k", "safety", "kl"])
+    assert results["samsum"]["n"] == 3 and 0 <= results["samsum"]["rouge1"] <= 100
     assert (out / "config.yaml").is_file() and (out / "kl.csv").is_file() and (out / "kl.png").is_file()
     rows = [json.loads(line) for line in (out / "safety.jsonl").read_text().splitlines()]
     assert [r["mode"] for r in rows].count("prefilled") == 6
