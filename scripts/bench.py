@@ -91,17 +91,8 @@ def bench_p1(repeats: int, steps: int = 10) -> dict:
     # The data is exactly what the steps consume, so the one-off data pass is not over-weighted.
     n_examples = steps * 4
     base = [
-        "model=tiny",
-        "model.tiny.hidden_size=256",
-        "model.tiny.intermediate_size=768",
-        "model.tiny.num_hidden_layers=4",
-        "model.tiny.num_attention_heads=4",
-        "model.tiny.num_key_value_heads=4",
-        "logger=none",
-        "lora=none",
+        *TINY_256,
         f"trainer.max_steps={steps}",
-        "trainer.save_steps=100000",
-        "trainer.logging_steps=1000",
         "trainer.per_device_train_batch_size=4",
         f"dataset.size={n_examples}",
     ]
@@ -144,7 +135,6 @@ TINY_256 = [
     "lora=none",
     "trainer.save_steps=100000",
     "trainer.logging_steps=1000",
-    "method=vanilla",
 ]
 
 
@@ -158,7 +148,7 @@ def ours_tokens_per_second(overrides: list[str], out: Path) -> float:
     from lookahead.cli import compose_train_config
     from lookahead.training import train
 
-    cfg = compose_train_config([*TINY_256, *overrides])
+    cfg = compose_train_config([*TINY_256, "method=vanilla", *overrides])
     cfg.paths.output_dir = str(out / f"run-{time.perf_counter_ns()}")
     summary = train(cfg)
     return summary["data"]["train/tokens"] / summary["train_seconds"]
@@ -174,7 +164,7 @@ def bench_p2(repeats: int, n: int = 64, batch: int = 8) -> dict:
     from lookahead.modeling import build_tiny_llama, load_tokenizer, resolve_model_path
 
     overrides = [*epoch_data(n), f"trainer.per_device_train_batch_size={batch}", "trainer.max_seq_length=1024"]
-    cfg = compose_train_config([*TINY_256, *overrides])
+    cfg = compose_train_config([*TINY_256, "method=vanilla", *overrides])
     tokenizer = load_tokenizer(cfg.model, resolve_model_path(cfg.model, cfg.paths.cache_dir))
     rows = [{"prompt": ex["messages"][:-1], "completion": ex["messages"][-1:]} for ex in load_examples(cfg.dataset)]
     tmp = Path(tempfile.mkdtemp(prefix="lookahead-bench-p2-"))
