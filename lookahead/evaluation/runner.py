@@ -97,16 +97,19 @@ class Evaluator:
         outputs = llm.generate([{"prompt_token_ids": p} for p in prompts], params)
         return [o.outputs[0].text for o in outputs]
 
-    def run_gsm8k(self) -> dict[str, Any]:
-        c = self.cfg.gsm8k
+    def generate_task(self, name: str) -> tuple[list[str], list[str], list[str]]:
+        """(user prompts, references, generations) for a prompt/reference task such as gsm8k or samsum."""
+        c = self.cfg[name]
         examples = load_examples(
-            {**OmegaConf.to_container(c, resolve=True), "name": "gsm8k", "format": "fields"}, split=c.split
+            {**OmegaConf.to_container(c, resolve=True), "name": name, "format": "fields"}, split=c.split
         )
-        questions = [e["messages"][-2]["content"] for e in examples]
-        golds = [e["messages"][-1]["content"] for e in examples]
-        generations = self.generate(
-            [self.prompt_ids(q, c.system_prompt) for q in questions], int(c.max_new_tokens), "gsm8k"
-        )
+        prompts = [e["messages"][-2]["content"] for e in examples]
+        references = [e["messages"][-1]["content"] for e in examples]
+        generations = self.generate([self.prompt_ids(p, c.system_prompt) for p in prompts], int(c.max_new_tokens), name)
+        return prompts, references, generations
+
+    def run_gsm8k(self) -> dict[str, Any]:
+        questions, golds, generations = self.generate_task("gsm8k")
         rows, strict, flexible = [], 0, 0
         for q, gold, gen in zip(questions, golds, generations):
             s, f = gsm8k_correct(gen, gold)
@@ -118,15 +121,7 @@ class Evaluator:
         return {"accuracy": 100 * strict / n, "accuracy_flexible": 100 * flexible / n, "n": n}
 
     def run_samsum(self) -> dict[str, Any]:
-        c = self.cfg.samsum
-        examples = load_examples(
-            {**OmegaConf.to_container(c, resolve=True), "name": "samsum", "format": "fields"}, split=c.split
-        )
-        prompts = [e["messages"][-2]["content"] for e in examples]
-        refs = [e["messages"][-1]["content"] for e in examples]
-        generations = self.generate(
-            [self.prompt_ids(p, c.system_prompt) for p in prompts], int(c.max_new_tokens), "samsum"
-        )
+        prompts, refs, generations = self.generate_task("samsum")
         rows = [
             {"prompt": p, "reference": r, "generation": g, "rouge1": rouge1_f(g, r), "exact": exact_match(g, r)}
             for p, r, g in zip(prompts, refs, generations)
