@@ -13,6 +13,7 @@ import hydra
 from omegaconf import DictConfig
 
 from lookahead.errors import LookaheadError
+from lookahead.safeguards import Interrupted
 
 
 @hydra.main(version_base="1.3", config_path="configs", config_name="train")
@@ -26,8 +27,9 @@ def main(cfg: DictConfig) -> float | None:
     except LookaheadError as e:
         if cfg.get("debug"):
             raise
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+        stopped = isinstance(e, Interrupted)  # a clean stop on a signal, with its checkpoint saved
+        print(f"{'stopped' if stopped else 'error'}: {e}", file=sys.stderr)
+        sys.exit(e.exit_code if stopped else 2)
     return summary["final_loss"]
 
 

@@ -35,7 +35,9 @@ def validate(cfg: DictConfig) -> None:
         ("trainer.num_train_epochs", t.num_train_epochs, lambda v: v > 0, "must be > 0"),
     ]
     for key, value, ok, rule in checks:
-        if not isinstance(value, (int, float)) or isinstance(value, bool) or not ok(value):
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            raise ConfigError(f"{key}={value!r}: expected a number that {rule}")
+        if not ok(value):
             raise ConfigError(f"{key}={value!r}: {rule}")
     if t.bf16 and t.fp16:
         raise ConfigError("trainer.bf16=true and trainer.fp16=true: choose one")

@@ -35,8 +35,9 @@ def start_experiment_logger(cfg: DictConfig, run_dir: Path, *, is_main_process: 
     return run
 
 
-def finish_experiment_logger(run: Any, summary: dict[str, Any]) -> None:
+def finish_experiment_logger(run: Any, summary: dict[str, Any], exit_code: int = 0) -> None:
+    """Close the run (marked failed with a non-zero exit code), so a crash never leaves it open."""
     if run is None:
         return
     run.summary.update({k: v for k, v in summary.items() if isinstance(v, (int, float, str))})
-    run.finish()
+    run.finish(exit_code=exit_code)

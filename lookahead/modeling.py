@@ -146,6 +146,23 @@ def quantization_kwargs(lora_cfg: DictConfig, local_rank: int) -> dict[str, Any]
     }
 
 
+_PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+
+
+def refuse_pickle_weights(model_path: str) -> None:
+    """Weights load from safetensors only: unpickling a checkpoint can run arbitrary code."""
+    folder = Path(model_path)
+    if not folder.is_dir() or any(folder.glob("*.safetensors")):
+        return
+    pickles = sorted(p.name for p in folder.iterdir() if p.suffix in _PICKLE_SUFFIXES)
+    if pickles:
+        raise ConfigError(
+            f"model.path={model_path!r} holds pickle weights only ({', '.join(pickles[:3])}), which can run code when "
+            "loaded; convert them to safetensors once in a trusted environment (model.save_pretrained) and point "
+            "model.path there"
+        )
+
+
 def load_model(
     cfg: DictConfig, model_path: str, tokenizer: Any, lora_cfg: DictConfig, *, seed: int, local_rank: int
 ) -> Any:
@@ -157,6 +174,7 @@ def load_model(
         raise ConfigError(f"model.dtype={cfg.dtype!r}: expected one of {list(_DTYPES)}")
     if cfg.trust_remote_code:
         log.warning("model.trust_remote_code=true: code from %s will run on this machine", model_path)
+    refuse_pickle_weights(model_path)
     try:
         model = AutoModelForCausalLM.from_pretrained(
             model_path,

@@ -4,8 +4,15 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
+import shutil
+import sys
+import tempfile
 from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
 
 from lookahead.errors import ConfigError
 
@@ -15,6 +22,12 @@ _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 # What the HF Trainer writes into a checkpoint; trainer_state.json comes last, so its presence marks completion.
 _REQUIRED = ("trainer_state.json",)
 _WEIGHTS = ("model.safetensors", "adapter_model.safetensors", "model.safetensors.index.json", "pytorch_model_fsdp_0")
+# Checkpoints are written here and renamed into the run dir when complete, so `checkpoint-N` is never half-written.
+STAGING_DIR = ".staging"
+# lookahead's own record in each checkpoint: the world size that wrote it (RNG files and data order depend on it).
+CHECKPOINT_INFO = "lookahead_checkpoint.json"
+# Keys that may change between a run and its continuation without making it a different run.
+_RUN_INDEPENDENT_KEYS = ("resume", "debug", "eval", "paths", "logger", "hydra")
 
 
 def is_complete_checkpoint(path: Path) -> bool:
@@ -68,9 +81,145 @@ def checkpoint_step(path: Path) -> int:
     return int(json.loads((path / "trainer_state.json").read_text())["global_step"])
 
 
+def _readable_record(line: str) -> dict[str, Any] | None:
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError:  # the torn last line of a killed run
+        return None
+    return record if isinstance(record, dict) else None
+
+
 def truncate_metrics(metrics_path: Path, step: int) -> None:
     """On resume, drop logged records past the checkpoint's step so metrics.jsonl reads as one clean run."""
     if not metrics_path.is_file():
         return
-    kept = [line for line in metrics_path.read_text().splitlines() if line and json.loads(line).get("step", 0) <= step]
-    metrics_path.write_text("".join(line + "\n" for line in kept))
+    kept = []
+    for line in metrics_path.read_text().splitlines():
+        record = _readable_record(line)
+        if record is not None and record.get("step", 0) <= step:
+            kept.append(line)
+    tmp = metrics_path.with_name(metrics_path.name + ".tmp")
+    tmp.write_text("".join(line + "\n" for line in kept))
+    os.replace(tmp, metrics_path)
+
+
+def write_checkpoint_info(checkpoint: Path, world_size: int) -> None:
+    (checkpoint / CHECKPOINT_INFO).write_text(json.dumps({"world_size": world_size}) + "\n")
+
+
+def check_world_size(checkpoint: Path, world_size: int) -> None:
+    """Refuse to resume at another world size: the data order and per-rank RNG states would not carry over."""
+    info = checkpoint / CHECKPOINT_INFO
+    if not info.is_file():
+        return
+    saved = int(json.loads(info.read_text())["world_size"])
+    if saved != world_size:
+        raise ConfigError(
+            f"{checkpoint} was written by {saved} process(es) and this run has {world_size}; resume with "
+            f"--num_processes {saved}, or start a new run (run_name=<new name>) from its weights"
+        )
+
+
+def _discard(path: Path) -> None:
+    """Delete a folder by renaming it away first, so a crash mid-delete never leaves a plausible half folder."""
+    trash = path.with_name(f".trash-{path.name}-{os.getpid()}")
+    os.replace(path, trash)
+    shutil.rmtree(trash, ignore_errors=True)
+
+
+def publish_checkpoint(staged: Path, run_dir: Path) -> Path:
+    """Move a fully written checkpoint from the staging folder into the run dir, replacing one of the same name."""
+    target = run_dir / staged.name
+    if target.exists():
+        _discard(target)
+    os.replace(staged, target)
+    return target
+
+
+def rotate_checkpoints(run_dir: Path, keep: int | None, protect: str | None = None) -> None:
+    """Keep the newest `keep` complete checkpoints (and `protect`, e.g. the best one); delete older ones."""
+    if not keep or keep <= 0:
+        return
+    checkpoints = complete_checkpoints(run_dir)
+    protected = Path(protect).resolve() if protect else None
+    for old in checkpoints[:-keep]:
+        if old.resolve() != protected:
+            _discard(old)
+
+
+def clear_leftovers(run_dir: Path) -> None:
+    """Remove what a killed run left half-done: a staged checkpoint, a folder being deleted."""
+    for leftover in [run_dir / STAGING_DIR, *run_dir.glob(".trash-*")]:
+        if leftover.exists():
+            log.warning("Removing %s left by an interrupted run", leftover)
+            shutil.rmtree(leftover, ignore_errors=True)
+
+
+def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(node, dict):
+        out: dict[str, Any] = {}
+        for key, value in node.items():
+            out.update(_flatten(value, f"{prefix}{key}."))
+        return out
+    return {prefix[:-1]: node}
+
+
+def _run_defining(config_yaml: str) -> dict[str, Any]:
+    from omegaconf import OmegaConf
+
+    config = OmegaConf.to_container(OmegaConf.create(config_yaml)) or {}
+    return _flatten({k: v for k, v in config.items() if k not in _RUN_INDEPENDENT_KEYS})
+
+
+def config_changes(saved_yaml: str, current_yaml: str) -> list[str]:
+    """`key: old -> new` for every run-defining key that differs between a saved config and the current one."""
+    saved, now = _run_defining(saved_yaml), _run_defining(current_yaml)
+    keys = sorted(saved.keys() | now.keys())
+    return [f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in keys if saved.get(k) != now.get(k)]
+
+
+def check_same_run(run_dir: Path, current_yaml: str, resuming: bool, config_file: str = "config.yaml") -> None:
+    """A run dir belongs to one run: refuse a different config where a run saved work, unless resuming.
+
+    A run that failed before saving anything (bad data, out of memory at step 1) leaves nothing to protect, so a
+    corrected config may start there.
+    """
+    saved = run_dir / config_file
+    saved_work = (run_dir / "final").exists() or any(_CHECKPOINT.match(p.name) for p in run_dir.glob("checkpoint-*"))
+    if not saved.is_file() or not saved_work:
+        return
+    changes = config_changes(saved.read_text(), current_yaml)
+    if not changes:
+        return
+    shown = "; ".join(changes[:3]) + (f"; and {len(changes) - 3} more" if len(changes) > 3 else "")
+    if resuming:
+        log.warning("Resuming %s with a changed config: %s", run_dir, shown)
+        return
+    raise ConfigError(
+        f"{run_dir} holds a different run's config ({shown}); pass run_name=<new name> to start another run, "
+        "or resume=auto to continue that one"
+    )
+
+
+def require_writable(folder: str | Path) -> None:
+    """Create `folder` and prove it takes a file; otherwise print one line and exit 2, before any work starts."""
+    try:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as e:
+        print(
+            f"error: output dir {folder} is not writable ({e.strerror or e}); set paths.log_dir=<a writable folder>",
+            file=sys.stderr,
+        )
+        sys.exit(2)
+
+
+class WritableOutputDir(Callback):
+    """Hydra callback: check the run (or sweep) dir before Hydra writes into it, so the error is one clear line."""
+
+    def on_run_start(self, config: Any, **kwargs: Any) -> None:
+        require_writable(config.hydra.run.dir)
+
+    def on_multirun_start(self, config: Any, **kwargs: Any) -> None:
+        require_writable(config.hydra.sweep.dir)

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import logging
 import math
+import os
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from transformers import Trainer, TrainingArguments, set_seed
@@ -21,11 +24,25 @@ from lookahead.data.prepare import filter_trainable
 from lookahead.data.sampler import LengthGroupedSampler
 from lookahead.data.sources import load_examples, split_train_eval
 from lookahead.data.tokenize import ChatEncoder
+from lookahead.errors import LookaheadError
 from lookahead.loggers import finish_experiment_logger, start_experiment_logger
 from lookahead.loss import AnswerTokenLoss
 from lookahead.modeling import apply_lora, load_model, load_tokenizer, resolve_model_path
 from lookahead.reporting import last_logged, write_model_card, write_summary
-from lookahead.rundir import checkpoint_step, resolve_resume, truncate_metrics
+from lookahead.rundir import (
+    STAGING_DIR,
+    check_same_run,
+    check_world_size,
+    checkpoint_step,
+    clear_leftovers,
+    complete_checkpoints,
+    publish_checkpoint,
+    resolve_resume,
+    rotate_checkpoints,
+    truncate_metrics,
+    write_checkpoint_info,
+)
+from lookahead.safeguards import CheckpointWriteError, Interrupted, StopRequest, TrainingDiverged
 
 log = logging.getLogger(__name__)
 
@@ -34,12 +51,91 @@ CONFIG_FILE = "config.yaml"
 
 
 class LookaheadTrainer(Trainer):
-    """The HF Trainer with the answer-token loss, and first-k / rest answer losses logged beside the loss."""
+    """The HF Trainer with the answer-token loss (first-k / rest answer losses logged beside it), and safeguards:
 
-    def __init__(self, *args: Any, answer_loss: AnswerTokenLoss, group_by_length: bool = False, **kwargs: Any):
+    - a NaN or inf loss stops the run at the end of its step, before any checkpoint of it is written;
+    - a stop request (SIGINT / SIGTERM) saves a checkpoint at the end of the current step and stops;
+    - checkpoints are written to `<run dir>/.staging` and renamed into place when complete.
+    """
+
+    def __init__(
+        self,
+        *args: Any,
+        answer_loss: AnswerTokenLoss,
+        group_by_length: bool = False,
+        stop_request: StopRequest | None = None,
+        **kwargs: Any,
+    ):
         super().__init__(*args, compute_loss_func=answer_loss, **kwargs)
         self.answer_loss = answer_loss
         self.group_by_length = group_by_length
+        self.stop_request = stop_request or StopRequest()
+        self.stopped_by_signal: int | None = None
+        self._losses_finite: torch.Tensor | None = None
+        self._staging = False
+
+    def training_step(self, model: Any, inputs: Any, num_items_in_batch: Any = None) -> torch.Tensor:
+        loss = super().training_step(model, inputs, num_items_in_batch)
+        finite = torch.isfinite(loss.detach())  # stays on the device: no sync per micro-batch
+        self._losses_finite = finite if self._losses_finite is None else self._losses_finite & finite
+        return loss
+
+    def _maybe_log_save_evaluate(self, *args: Any, **kwargs: Any) -> None:
+        # Runs once per optimizer step, after on_step_end and before this step's log and checkpoint.
+        self._check_step()
+        super()._maybe_log_save_evaluate(*args, **kwargs)
+
+    def _check_step(self) -> None:
+        finite = self._losses_finite if self._losses_finite is not None else torch.tensor(True)
+        self._losses_finite = None
+        signum = float(self.stop_request.signum or 0)
+        flags = torch.stack([(~finite).float().to(self.args.device), torch.tensor(signum, device=self.args.device)])
+        if self.accelerator.num_processes > 1:
+            flags = self.accelerator.reduce(flags, reduction="max")  # one rank's NaN or signal stops every rank
+        nonfinite, signum = flags.tolist()
+        step = self.state.global_step
+        if nonfinite:
+            last = complete_checkpoints(self.args.output_dir)
+            kept = f"the last good checkpoint is {last[-1]}" if last else "no checkpoint was written before it"
+            raise TrainingDiverged(
+                f"the loss became NaN or inf at step {step}; stopped without saving that step, {kept}. Lower "
+                "trainer.learning_rate, check the data, or use bf16 instead of fp16, then resume=auto"
+            )
+        if signum and self.stopped_by_signal is None:
+            self.stopped_by_signal = int(signum)
+            self.control.should_save = True
+            self.control.should_training_stop = True
+
+    def _get_output_dir(self, trial: Any) -> str:
+        run_dir = super()._get_output_dir(trial)
+        return os.path.join(run_dir, STAGING_DIR) if self._staging else run_dir
+
+    def _save_checkpoint(self, model: Any, trial: Any) -> None:
+        """Write the checkpoint in the staging folder, then rename it into the run dir and rotate old ones."""
+        run_dir = Path(self._get_output_dir(trial))
+        name = f"checkpoint-{self.state.global_step}"
+        staged = run_dir / STAGING_DIR / name
+        self._staging = True
+        try:
+            super()._save_checkpoint(model, trial)
+            if self.args.should_save:
+                write_checkpoint_info(staged, self.accelerator.num_processes)
+        except Exception as e:
+            shutil.rmtree(staged, ignore_errors=True)
+            last = complete_checkpoints(run_dir)
+            kept = f"{last[-1].name} is intact" if last else "there is no earlier checkpoint"
+            reason = f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
+            raise CheckpointWriteError(
+                f"could not write {name} in {run_dir} ({reason}); {kept}. Free space or fix permissions, then "
+                "resume=auto"
+            ) from e
+        finally:
+            self._staging = False
+        self.accelerator.wait_for_everyone()  # every rank has written its part (RNG state, shards)
+        if self.args.should_save:
+            publish_checkpoint(staged, run_dir)
+            rotate_checkpoints(run_dir, self.args.save_total_limit, self.state.best_model_checkpoint)
+        self.accelerator.wait_for_everyone()
 
     def _get_train_sampler(self, train_dataset: Any = None) -> Any:
         dataset = train_dataset if train_dataset is not None else self.train_dataset
@@ -84,10 +180,21 @@ class TrainingData:
     metrics: dict[str, int]
 
 
+def build_strategy(method_cfg: DictConfig) -> Any:
+    """The preview strategy named by `cfg.method`; its own config errors surface as one line, not Hydra's wrapper."""
+    try:
+        return instantiate(method_cfg)
+    except InstantiationException as e:
+        cause = e.__cause__
+        if isinstance(cause, LookaheadError):
+            raise cause from None
+        raise
+
+
 def build_data(cfg: DictConfig, model_path: str) -> TrainingData:
     """Tokenizer, preview strategy, collator and the filtered examples: everything but the model."""
     tokenizer = load_tokenizer(cfg.model, model_path)
-    strategy = instantiate(cfg.method)
+    strategy = build_strategy(cfg.method)
     encoder = ChatEncoder(tokenizer, cfg.trainer.max_seq_length, cfg.dataset.system_policy)
     if not encoder.supports_system and cfg.dataset.get("system_prompt"):
         log.info("The chat template has no system role: dataset.system_policy=%s", cfg.dataset.system_policy)
@@ -95,6 +202,7 @@ def build_data(cfg: DictConfig, model_path: str) -> TrainingData:
 
     examples = load_examples(cfg.dataset)
     train_examples, eval_examples = split_train_eval(examples, int(cfg.dataset.eval_size), cfg.trainer.seed)
+    collator.check_preview_survives_template(train_examples[0])
     train_examples, report = filter_trainable(
         train_examples, collator, name=f"{cfg.dataset.name}/train", max_skip_fraction=cfg.dataset.max_skip_fraction
     )
@@ -133,9 +241,16 @@ def _train(cfg: DictConfig, state: Any, run_dir: Path) -> dict[str, Any]:
     set_seed(cfg.trainer.seed)
 
     # Decide resume before any work, so a refused start costs nothing.
+    config_yaml = OmegaConf.to_yaml(cfg, resolve=True)
+    resuming = cfg.resume not in (None, False) and (cfg.resume != "auto" or bool(complete_checkpoints(run_dir)))
+    check_same_run(run_dir, config_yaml, resuming, CONFIG_FILE)
     resume_from = resolve_resume(run_dir, cfg.resume)
+    if resume_from is not None:
+        check_world_size(resume_from, state.num_processes)
+    state.wait_for_everyone()
     if is_main:
-        (run_dir / CONFIG_FILE).write_text(OmegaConf.to_yaml(cfg, resolve=True))
+        clear_leftovers(run_dir)
+        (run_dir / CONFIG_FILE).write_text(config_yaml)
 
     with state.main_process_first():  # the GGUF conversion, if any, runs once
         model_path = resolve_model_path(cfg.model, cfg.paths.cache_dir)
@@ -160,6 +275,7 @@ def _train(cfg: DictConfig, state: Any, run_dir: Path) -> dict[str, Any]:
         processing_class=data.tokenizer,
         answer_loss=AnswerTokenLoss(cfg.trainer.first_k),
         group_by_length=bool(cfg.trainer.group_by_length),
+        stop_request=(stop_request := StopRequest()),
         callbacks=[JsonlMetricsCallback(metrics_path)],
     )
 
@@ -173,7 +289,21 @@ def _train(cfg: DictConfig, state: Any, run_dir: Path) -> dict[str, Any]:
     experiment_run = start_experiment_logger(cfg, run_dir, is_main_process=is_main)
 
     started = time.time()
-    result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    try:
+        with stop_request.installed():
+            result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    except BaseException:
+        finish_experiment_logger(experiment_run, {}, exit_code=1)
+        raise
+    if trainer.stopped_by_signal is not None:
+        finish_experiment_logger(experiment_run, {}, exit_code=1)
+        state.wait_for_everyone()
+        saved = complete_checkpoints(run_dir)
+        raise Interrupted(
+            f"stopped by {stop_request.name or 'a signal'} at step {trainer.state.global_step}; saved "
+            f"{saved[-1] if saved else 'no checkpoint'}; continue with resume=auto",
+            trainer.stopped_by_signal,
+        )
     final_dir = run_dir / "final"
     model.config.use_cache = True  # the saved model is for inference
     trainer.save_model(str(final_dir))  # every rank calls it: FSDP and DeepSpeed gather weights collectively

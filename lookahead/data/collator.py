@@ -8,6 +8,7 @@ import torch
 
 from lookahead.constants import IGNORE_INDEX
 from lookahead.data.tokenize import ChatEncoder, Encoded, Skip
+from lookahead.errors import ConfigError
 from lookahead.preview.base import PreviewResult, PreviewStrategy, preview_messages
 
 
@@ -47,6 +48,19 @@ class LookaheadCollator:
         if example.get("preview", True):
             messages, preview = preview_messages(messages, self.strategy, self.encoder.tokenizer)
         return self.encoder.encode(messages), preview
+
+    def check_preview_survives_template(self, example: dict[str, Any]) -> None:
+        """Refuse a chat template that trims or rewrites the connector: the model would never see the preview."""
+        connector = getattr(self.strategy, "connector", None)
+        if not connector:
+            return
+        messages, _ = preview_messages(example["messages"], self.strategy, self.encoder.tokenizer)
+        prompt = self.encoder.render(self.encoder.fit_system(messages[:-1]), add_generation_prompt=True)
+        if connector.strip() not in prompt:
+            raise ConfigError(
+                f"method.connector={connector!r}: the chat template of '{self.encoder.tokenizer.name_or_path}' trims "
+                "or rewrites it, so the preview would not reach the model; choose another connector or template"
+            )
 
     def __call__(self, examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         encoded = []

@@ -56,7 +56,7 @@ def _read_jsonl(path: Path) -> Iterator[tuple[int, Record]]:
             if line_no == 1 and line.lstrip().startswith("["):
                 raise DataError(str(path), "this looks like a JSON array, not JSON Lines; rename the file to .json", 1)
             try:
-                record = json.loads(line)
+                record = json.loads(line.rstrip())  # without the newline, the column points into this line
             except json.JSONDecodeError as e:
                 raise DataError(str(path), f"malformed JSON ({e.msg} at column {e.colno})", line_no) from None
             if not isinstance(record, dict):

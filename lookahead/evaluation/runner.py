@@ -39,6 +39,22 @@ def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
     path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
 
 
+def load_task_examples(cfg: DictConfig, name: str) -> list[dict[str, Any]]:
+    c = cfg[name]
+    return load_examples({**OmegaConf.to_container(c, resolve=True), "name": name, "format": "fields"}, split=c.split)
+
+
+def check_inputs(cfg: DictConfig) -> None:
+    """Read every suite's local data before the model loads, so a bad file fails in seconds with its line."""
+    for suite in cfg.suite:
+        if not cfg[suite].get("path"):
+            continue
+        if suite in ("gsm8k", "samsum"):
+            load_task_examples(cfg, suite)
+        else:
+            load_harmful_prompts(cfg[suite])
+
+
 class Evaluator:
     def __init__(self, cfg: DictConfig, loaded: LoadedModel, out_dir: Path, judge_api_key: str | None, is_main: bool):
         self.cfg, self.loaded, self.out_dir, self.is_main = cfg, loaded, out_dir, is_main
@@ -100,9 +116,7 @@ class Evaluator:
     def generate_task(self, name: str) -> tuple[list[str], list[str], list[str]]:
         """(user prompts, references, generations) for a prompt/reference task such as gsm8k or samsum."""
         c = self.cfg[name]
-        examples = load_examples(
-            {**OmegaConf.to_container(c, resolve=True), "name": name, "format": "fields"}, split=c.split
-        )
+        examples = load_task_examples(self.cfg, name)
         prompts = [e["messages"][-2]["content"] for e in examples]
         references = [e["messages"][-1]["content"] for e in examples]
         generations = self.generate([self.prompt_ids(p, c.system_prompt) for p in prompts], int(c.max_new_tokens), name)
@@ -224,6 +238,13 @@ class Evaluator:
             }
             for cat, v in sorted(by_category.items())
         }
+        if result["judge_errors"]:
+            log.warning(
+                "safety: the %s judge gave no verdict for %d of %d generations; they count as not safe",
+                judge.name,
+                result["judge_errors"],
+                len(rows),
+            )
         if jsr_verdicts:
             result["jsr"] = rate(jsr_verdicts)
             result["prefix_tokens"] = int(c.prefix_tokens)
@@ -281,6 +302,7 @@ def evaluate(cfg: DictConfig, judge_api_key: str | None = None) -> dict[str, Any
     unknown = [s for s in suites if s not in SUITES]
     if unknown or not suites:
         raise ConfigError(f"suite={suites}: expected a non-empty list drawn from {list(SUITES)}")
+    check_inputs(cfg)
     state = PartialState(cpu=not torch.cuda.is_available())
     out_dir = out_dir_for(cfg)
     if state.is_main_process:

@@ -7,6 +7,18 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from lookahead.constants import ASSISTANT, USER
+from lookahead.errors import ConfigError
+
+
+def check_connector(connector: object) -> None:
+    """A connector must be visible text: whitespace alone is trimmed by chat templates or lost between words."""
+    if not isinstance(connector, str):
+        raise ConfigError(f"method.connector={connector!r}: expected a string")
+    if not connector.strip():
+        raise ConfigError(
+            f"method.connector={connector!r}: only whitespace, which chat templates trim, so the preview would run "
+            "into the instruction; use visible text such as ' The answer begins with: '"
+        )
 
 
 @dataclass(frozen=True)

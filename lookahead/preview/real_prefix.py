@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from lookahead.errors import ConfigError
-from lookahead.preview.base import PreviewResult
+from lookahead.preview.base import PreviewResult, check_connector
 
 DEFAULT_CONNECTOR = " The answer begins with: "
 
@@ -21,8 +21,7 @@ class RealPrefix:
     def __post_init__(self) -> None:
         if isinstance(self.m, bool) or not isinstance(self.m, int) or self.m <= 0:
             raise ConfigError(f"method.m={self.m!r}: the number of previewed answer tokens must be a positive integer")
-        if not isinstance(self.connector, str):
-            raise ConfigError(f"method.connector={self.connector!r}: expected a string")
+        check_connector(self.connector)
 
     def apply(self, user: str, answer: str, tokenizer: Any) -> PreviewResult:
         ids = tokenizer(answer, add_special_tokens=False)["input_ids"]

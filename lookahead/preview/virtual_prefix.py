@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from lookahead.errors import ConfigError
-from lookahead.preview.base import PreviewResult
+from lookahead.preview.base import PreviewResult, check_connector
 from lookahead.preview.real_prefix import DEFAULT_CONNECTOR
 
 DEFAULT_PREFIX = "Let's solve this problem. "
@@ -22,8 +22,7 @@ class VirtualPrefix:
     def __post_init__(self) -> None:
         if not isinstance(self.prefix, str) or not self.prefix.strip():
             raise ConfigError(f"method.prefix={self.prefix!r}: the virtual prefix must be non-empty text")
-        if not isinstance(self.connector, str):
-            raise ConfigError(f"method.connector={self.connector!r}: expected a string")
+        check_connector(self.connector)
 
     def apply(self, user: str, answer: str, tokenizer: Any) -> PreviewResult:
         return PreviewResult(user + self.connector + self.prefix, self.prefix + answer)

@@ -23,59 +23,6 @@ from tests.conftest import (
 pytestmark = [requires_shared, pytest.mark.slow]
 
 
-def one_line_error(result) -> str:
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert result.returncode == 2, result.stderr[-2000:]
-    assert "Traceback" not in result.stderr
-    return lines[-1]
-
-
-class TestBadInput:
-    def test_malformed_jsonl_line(self, tmp_path):
-        data = tmp_path / "bad.jsonl"
-        data.write_text('{"prompt": "a", "response": "b"}\n{"prompt": "c", "response": "d"\n')
-        result = python_cli(
-            "train.py",
-            *tiny_overrides(arithmetic=False),
-            "dataset=jsonl",
-            f"dataset.path={data}",
-            f"paths.log_dir={tmp_path}",
-        )
-        assert one_line_error(result).startswith(f"error: {data}:2: malformed JSON")
-
-    def test_missing_field_and_empty_answer(self, tmp_path):
-        data = tmp_path / "fields.jsonl"
-        data.write_text('{"prompt": "a", "response": "b"}\n{"prompt": "c"}\n')
-        result = python_cli(
-            "train.py",
-            *tiny_overrides(arithmetic=False),
-            "dataset=jsonl",
-            f"dataset.path={data}",
-            f"paths.log_dir={tmp_path}",
-        )
-        assert one_line_error(result) == f"error: {data}:2: field 'response': missing (available: prompt)"
-        data.write_text('{"prompt": "a", "response": " "}\n')
-        result = python_cli(
-            "train.py",
-            *tiny_overrides(arithmetic=False),
-            "dataset=jsonl",
-            f"dataset.path={data}",
-            f"paths.log_dir={tmp_path}",
-        )
-        assert one_line_error(result) == f"error: {data}:1: field 'response': is empty"
-
-    def test_unknown_model(self, tmp_path):
-        result = python_cli(
-            "train.py",
-            "model=llama3",
-            f"model.path={tmp_path}/no-such-model",
-            "logger=none",
-            f"paths.log_dir={tmp_path}",
-        )
-        line = one_line_error(result)
-        assert line.startswith("error: model.tokenizer/model.path=") and "no-such-model" in line
-
-
 def test_multirun_sweep_makes_one_dir_per_job_and_sweep_csv(tmp_path):
     result = python_cli(
         "train.py",

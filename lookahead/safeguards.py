@@ -1,0 +1,69 @@
+"""What keeps a long run from losing work: stop signals, the non-finite loss guard, and their errors.
+
+SIGINT / SIGTERM ask the run to stop at the end of the current optimizer step, save a checkpoint and exit; a second
+signal aborts at once. Every process checks the same flags at the same step (reduced across processes), so a signal
+or a NaN seen by one rank stops all of them together instead of leaving the others waiting in a collective.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
+from types import FrameType
+
+from lookahead.errors import LookaheadError
+
+log = logging.getLogger(__name__)
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class TrainingDiverged(LookaheadError):
+    """The loss became NaN or inf; the step is named and no checkpoint is written after it."""
+
+
+class CheckpointWriteError(LookaheadError):
+    """A checkpoint could not be written (disk full, permissions); the previous checkpoints are untouched."""
+
+
+class Interrupted(LookaheadError):
+    """SIGINT or SIGTERM stopped the run after saving a checkpoint. Exits with 128 + the signal number."""
+
+    def __init__(self, message: str, signum: int):
+        super().__init__(message)
+        self.exit_code = 128 + signum
+
+
+class StopRequest:
+    """Set by the first SIGINT / SIGTERM; read by the trainer at the end of each optimizer step."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+
+    def __bool__(self) -> bool:
+        return self.signum is not None
+
+    @property
+    def name(self) -> str:
+        return signal.Signals(self.signum).name if self.signum is not None else ""
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        self.signum = signum
+        signal.signal(signum, signal.SIG_DFL)  # a second signal of the same kind stops at once
+        log.warning("%s received: saving a checkpoint after this step, then stopping (send again to abort)", self.name)
+
+    @contextmanager
+    def installed(self) -> Iterator[StopRequest]:
+        """Handle the stop signals inside the block (main thread only; elsewhere signals keep their handlers)."""
+        try:
+            previous = {s: signal.signal(s, self._handle) for s in STOP_SIGNALS}
+        except ValueError:  # not the main thread, e.g. a notebook worker: leave the defaults alone
+            yield self
+            return
+        try:
+            yield self
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
