@@ -133,6 +133,10 @@ def publish_checkpoint(staged: Path, run_dir: Path) -> Path:
     if target.exists():
         _discard(target)
     os.replace(staged, target)
+    try:
+        staged.parent.rmdir()  # leave no empty staging folder behind
+    except OSError:
+        pass
     return target
 
 

@@ -69,7 +69,7 @@ class LookaheadTrainer(Trainer):
         super().__init__(*args, compute_loss_func=answer_loss, **kwargs)
         self.answer_loss = answer_loss
         self.group_by_length = group_by_length
-        self.stop_request = stop_request or StopRequest()
+        self.stop_request = stop_request if stop_request is not None else StopRequest()
         self.stopped_by_signal: int | None = None
         self._losses_finite: torch.Tensor | None = None
         self._staging = False
@@ -153,6 +153,16 @@ class LookaheadTrainer(Trainer):
             logs["loss_first_k"] = stats[0] / stats[1] if stats[1] else math.nan
             logs["loss_rest"] = stats[2] / stats[3] if stats[3] else math.nan
         super().log(logs, start_time)
+
+
+def close_progress_bars(trainer: Trainer) -> None:
+    """End the progress bar's line, so an error printed after a failed step starts on a line of its own."""
+    from transformers.trainer_callback import ProgressCallback
+
+    for callback in trainer.callback_handler.callbacks:
+        if isinstance(callback, ProgressCallback) and callback.training_bar is not None:
+            callback.training_bar.close()
+            callback.training_bar = None
 
 
 def setup_logging(run_dir: Path, is_main_process: bool) -> logging.Handler | None:
@@ -293,6 +303,7 @@ def _train(cfg: DictConfig, state: Any, run_dir: Path) -> dict[str, Any]:
         with stop_request.installed():
             result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     except BaseException:
+        close_progress_bars(trainer)
         finish_experiment_logger(experiment_run, {}, exit_code=1)
         raise
     if trainer.stopped_by_signal is not None:

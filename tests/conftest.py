@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -116,6 +117,6 @@ def one_line_error(code: int, stderr: str, exit_code: int = 2) -> str:
     """Assert a run failed with one `error: ...` line and no traceback; return that line."""
     assert code == exit_code, stderr[-2000:]
     assert "Traceback" not in stderr, stderr[-2000:]
-    errors = [line for line in stderr.splitlines() if line.startswith("error: ")]
+    errors = [line for line in re.split(r"[\r\n]", stderr) if line.startswith("error: ")]
     assert len(errors) == 1, stderr[-2000:]
     return errors[0]
