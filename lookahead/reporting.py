@@ -6,6 +6,7 @@ import csv
 import html
 import json
 import logging
+import re
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,15 @@ log = logging.getLogger(__name__)
 
 SUMMARY_FILE = "summary.json"
 SWEEP_COLUMNS = ["job", "overrides", "final_loss", "loss_first_k", "loss_rest", "global_step", "run_dir"]
+
+
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\]()#|!{}])")
+
+
+def escape_markdown(value: object) -> str:
+    """Text from data or config, made inert in Markdown: no HTML, no links or images, no code spans, one line."""
+    text = html.escape(str(value), quote=False).replace("\n", " ")
+    return _MARKDOWN_SPECIAL.sub(r"\\\1", text)
 
 
 def last_logged(log_history: list[dict[str, Any]], key: str) -> float | None:
@@ -42,13 +52,13 @@ def write_model_card(final_dir: Path, cfg: DictConfig, summary: dict[str, Any]) 
         "library_name: " + ("peft" if summary.get("adapter") else "transformers"),
         "tags: [lookahead, lookahead-tuning, safety]",
         "---",
-        f"# {html.escape(str(cfg.run_name))}",
+        f"# {escape_markdown(cfg.run_name)}",
         "",
-        f"Fine-tuned from `{html.escape(str(summary.get('base_model')))}` with "
+        f"Fine-tuned from {escape_markdown(summary.get('base_model'))} with "
         "[LookAhead Tuning](https://arxiv.org/abs/2503.19041) by the `lookahead` framework.",
         "",
-        f"- method: `{html.escape(method)}`; preview: {html.escape(preview, quote=False)}",
-        f"- data: `{html.escape(str(cfg.dataset.name))}`, {summary['data'].get('train/kept')} training examples",
+        f"- method: {escape_markdown(method)}; preview: {escape_markdown(preview)}",
+        f"- data: {escape_markdown(cfg.dataset.name)}, {summary['data'].get('train/kept')} training examples",
         f"- steps: {summary.get('global_step')}; final training loss {summary.get('final_loss')}; "
         f"loss on the first {cfg.trainer.first_k} answer tokens {summary.get('loss_first_k')}",
         "",

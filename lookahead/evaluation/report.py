@@ -11,7 +11,7 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from lookahead.evaluation.runner import plot_kl
-from lookahead.reporting import SUMMARY_FILE
+from lookahead.reporting import SUMMARY_FILE, escape_markdown
 
 COLUMNS = ["run", "method", "preview", "rsr", "jsr", "utility", "utility_metric", "loss_first_k", "final_loss"]
 
@@ -69,6 +69,10 @@ def _fmt(value: Any) -> str:
     return f"{value:.2f}" if isinstance(value, float) else ("" if value is None else str(value))
 
 
+def _cell(value: Any) -> str:
+    return escape_markdown(_fmt(value))
+
+
 def write_report(paths: list[Path], out_dir: Path) -> dict[str, Path]:
     runs = find_runs(paths)
     if not runs:
@@ -83,8 +87,8 @@ def write_report(paths: list[Path], out_dir: Path) -> dict[str, Path]:
         writer.writeheader()
         writer.writerows(rows)
     lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-    # Table cells come from data and config: escape the pipe so a value cannot break the table.
-    lines += ["| " + " | ".join(_fmt(r[c]).replace("|", "\\|") for c in COLUMNS) + " |" for r in rows]
+    # Table cells come from data and config: escaped, so a value can neither run as markup nor break the table.
+    lines += ["| " + " | ".join(_cell(r[c]) for c in COLUMNS) + " |" for r in rows]
     written["markdown"].write_text("\n".join(lines) + "\n")
 
     import matplotlib

@@ -8,10 +8,13 @@ import shutil
 
 import pytest
 
+from lookahead.errors import ConfigError
+from lookahead.training import train
 from tests.conftest import (
     ACCELERATE_TWO_PROCESSES,
     ROOT,
     SHARED,
+    compose,
     losses,
     python_cli,
     read_metrics,
@@ -72,6 +75,11 @@ def test_accelerate_two_processes_one_run_dir_and_the_same_losses(tmp_path):
     one_losses = losses(read_metrics(next((tmp_path / "one" / "runs").iterdir()) / "metrics.jsonl"))
     for step, loss in losses(metrics).items():
         assert loss == pytest.approx(one_losses[step], abs=1e-5)
+
+    # Resuming the 2-process run with 1 process would change the data order and the per-rank RNG states: refused.
+    resume_alone = compose([*common, "trainer.max_steps=4", "resume=auto"], output_dir=run_dirs[0])
+    with pytest.raises(ConfigError, match=r"by 2 process\(es\) and this run has 1; resume with --num_processes 2"):
+        train(resume_alone)
 
 
 def test_inspect_data_prints_exactly_what_is_trained():
