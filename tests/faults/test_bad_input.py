@@ -283,3 +283,9 @@ class TestEvaluationInput:
         assert safety["judge_errors"] == 6 and safety["rsr"] == 0.0 and safety["jsr"] == 0.0
         rows = [json.loads(line) for line in (out / "safety.jsonl").read_text().splitlines()]
         assert [r["safe"] for r in rows] == [None] * 6
+
+
+def test_debug_shows_the_full_traceback(entry_point, tmp_path):
+    code, err = entry_point("train.py", *tiny("trainer.learning_rate=-1", "debug=true", log_dir=tmp_path))
+    assert code == 1 and "ConfigError: trainer.learning_rate=-1: must be > 0" in err
+    assert "lookahead/config.py" in err  # where it was raised: the trace is there
