@@ -95,13 +95,16 @@ def entry_point(capsys, monkeypatch):
     """Run `train.py` / `evaluate.py` in this process, as the command line would; returns (exit code, stderr).
 
     In process it takes about a second, against eight or more for a new interpreter, so the bad-input corpus stays
-    cheap. Hydra reads sys.argv, so it is patched for the call.
+    cheap. Hydra reads sys.argv, so it is patched for the call; Hydra's logging setup is skipped, because it would
+    close the handlers pytest's capture relies on.
     """
     import runpy
 
+    keep_logging = ["hydra.job_logging.root=null", "hydra.hydra_logging.root=null"]
+
     def run(script: str, *args: str) -> tuple[int, str]:
         path = str(ROOT / script)
-        monkeypatch.setattr(sys, "argv", [path, *args])
+        monkeypatch.setattr(sys, "argv", [path, *args, *keep_logging])
         capsys.readouterr()
         code = 0
         try:
