@@ -99,19 +99,21 @@ def test_kill_9_at_three_random_points_then_resume_auto_ends_like_an_uninterrupt
         assert_same_end(run_dir, reference)
 
 
-def test_sigterm_saves_a_checkpoint_and_exits_then_resumes(reference, tmp_path):
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_stop_signal_saves_a_checkpoint_and_exits_then_resumes(reference, tmp_path, signum):
     run_dir = tmp_path / "runs" / RUN
     proc = start_cli(tmp_path)
     wait_for_step(proc, run_dir / "metrics.jsonl", 3)
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(signum)
     _, stderr = proc.communicate(timeout=120)
     stopped = [line for line in stderr.splitlines() if line.startswith("stopped: ")]
-    assert proc.returncode == 128 + signal.SIGTERM, stderr[-2000:]
+    assert proc.returncode == 128 + signum, stderr[-2000:]
     assert "Traceback" not in stderr and len(stopped) == 1
     step = json.loads((complete_checkpoints(run_dir)[-1] / "trainer_state.json").read_text())["global_step"]
     assert 3 <= step < STEPS  # the step it was in when the signal came, saved even off the save_steps grid
     assert stopped[0] == (
-        f"stopped: stopped by SIGTERM at step {step}; saved {run_dir / f'checkpoint-{step}'}; continue with resume=auto"
+        f"stopped: stopped by {signum.name} at step {step}; saved {run_dir / f'checkpoint-{step}'}; "
+        "continue with resume=auto"
     )
     assert not (run_dir / "final").exists()
 
