@@ -9,7 +9,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from lookahead.errors import ConfigError
 
-METHODS = ("vanilla", "real_prefix", "virtual_prefix")
+METHODS = ("vanilla", "real_prefix", "virtual_prefix", "constrained_sft", "sdft")
 LOGGERS = ("wandb", "tensorboard", "none")
 
 # cfg.trainer keys that are ours, not TrainingArguments fields.

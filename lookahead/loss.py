@@ -36,9 +36,12 @@ class AnswerTokenLoss:
     `first_k` answer tokens apart from the rest: LookAhead Tuning exists to keep the former low.
     """
 
-    def __init__(self, first_k: int):
+    def __init__(self, first_k: int, objective: Any = None):
         self.first_k = first_k
         self._stats: torch.Tensor | None = None  # [nll_first, n_first, nll_rest, n_rest], summed since last pop
+        # Another objective (e.g. constrained SFT) replaces the returned loss; the statistics stay plain NLL.
+        self.objective = objective
+        self.reference: torch.Tensor | None = None  # the objective's reference log-probs for the next call
 
     def __call__(self, outputs: Any, labels: torch.Tensor, num_items_in_batch: Any = None) -> torch.Tensor:
         logits = outputs["logits"] if isinstance(outputs, dict) else outputs[0]
@@ -52,6 +55,9 @@ class AnswerTokenLoss:
         is_label = targets != IGNORE_INDEX
         if torch.is_grad_enabled():
             self._record(nll.detach(), is_label)
+        if self.objective is not None and self.reference is not None:
+            reference, self.reference = self.reference, None
+            return self.objective.loss_from_logps(-nll, is_label, reference, num_items_in_batch)
         denominator = num_items_in_batch if num_items_in_batch is not None else is_label.sum().clamp(min=1)
         return nll.sum() / denominator
 

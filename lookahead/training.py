@@ -21,13 +21,17 @@ from lookahead.callbacks import JsonlMetricsCallback, write_metrics_record
 from lookahead.config import training_arguments_kwargs, validate
 from lookahead.data.collator import LookaheadCollator
 from lookahead.data.prepare import filter_trainable
+from lookahead.data.safety_mix import SAFETY, mix_in_safety
 from lookahead.data.sampler import LengthGroupedSampler
 from lookahead.data.sources import load_examples, split_train_eval
 from lookahead.data.tokenize import ChatEncoder
+from lookahead.distributed import adopt_slurm_tasks
 from lookahead.errors import LookaheadError
 from lookahead.loggers import finish_experiment_logger, start_experiment_logger
 from lookahead.loss import AnswerTokenLoss
 from lookahead.modeling import apply_lora, load_model, load_tokenizer, resolve_model_path
+from lookahead.objectives import REFERENCE_FILE, ConstrainedSFT, adapter_disabled_logps, cached_seed_logps
+from lookahead.preview import preview_by_name
 from lookahead.reporting import last_logged, write_model_card, write_summary
 from lookahead.rundir import (
     STAGING_DIR,
@@ -43,6 +47,7 @@ from lookahead.rundir import (
     write_checkpoint_info,
 )
 from lookahead.safeguards import CheckpointWriteError, Interrupted, StopRequest, TrainingDiverged
+from lookahead.sdft import cache_key, rewrite_answers
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +78,15 @@ class LookaheadTrainer(Trainer):
         self.stopped_by_signal: int | None = None
         self._losses_finite: torch.Tensor | None = None
         self._staging = False
+
+    def compute_loss(self, model: Any, inputs: Any, return_outputs: bool = False, num_items_in_batch: Any = None):
+        inputs = dict(inputs)
+        reference = inputs.pop("ref_logps", None)  # precomputed for full fine-tunes under constrained_sft
+        if self.answer_loss.objective is not None and model.training:
+            if reference is None:  # LoRA: the seed model is this model with its adapter switched off
+                reference = adapter_disabled_logps(self.accelerator.unwrap_model(model), inputs)
+            self.answer_loss.reference = reference
+        return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
 
     def training_step(self, model: Any, inputs: Any, num_items_in_batch: Any = None) -> torch.Tensor:
         loss = super().training_step(model, inputs, num_items_in_batch)
@@ -191,7 +205,18 @@ class TrainingData:
 
 
 def build_strategy(method_cfg: DictConfig) -> Any:
-    """The preview strategy named by `cfg.method`; its own config errors surface as one line, not Hydra's wrapper."""
+    """The preview strategy of `cfg.method`; its own config errors surface as one line, not Hydra's wrapper.
+
+    Preview methods name their class (`_target_`); objective methods (constrained_sft, sdft) name a preview in
+    `method.preview` and carry its parameters beside their own.
+    """
+    if "_target_" not in method_cfg:
+        return preview_by_name(
+            method_cfg.get("preview", "vanilla"),
+            m=method_cfg.get("m", 6),
+            prefix=method_cfg.get("prefix"),
+            connector=method_cfg.get("connector"),
+        )
     try:
         return instantiate(method_cfg)
     except InstantiationException as e:
@@ -199,6 +224,35 @@ def build_strategy(method_cfg: DictConfig) -> Any:
         if isinstance(cause, LookaheadError):
             raise cause from None
         raise
+
+
+def build_objective(method_cfg: DictConfig) -> ConstrainedSFT | None:
+    if method_cfg.name != "constrained_sft":
+        return None
+    return ConstrainedSFT(
+        beta=float(method_cfg.beta),
+        bias_factor=float(method_cfg.bias_factor),
+        first_token_bias_factor=float(method_cfg.first_token_bias_factor),
+        bias_length=method_cfg.bias_length,
+    )
+
+
+def distill(cfg: DictConfig, data: TrainingData, model: Any, model_path: str, state: Any) -> TrainingData:
+    """SDFT: replace the training answers by the seed model's rewrites (cached), then filter them again."""
+    pairs = [(ex["messages"][-2]["content"], ex["messages"][-1]["content"]) for ex in data.train]
+    key = cache_key(cfg.model, model_path, cfg.trainer.seed, cfg.method, pairs)
+    cache_path = Path(cfg.paths.cache_dir) / "sdft" / f"{key}.jsonl"
+    model.to(state.device)
+    with state.main_process_first():  # the main process generates; the others read its cache
+        rewritten, counts = rewrite_answers(
+            model, data.collator.encoder, data.train, cfg.method, cache_path, write_cache=state.is_main_process
+        )
+    train_examples, report = filter_trainable(
+        rewritten, data.collator, name=f"{cfg.dataset.name}/sdft", max_skip_fraction=cfg.dataset.max_skip_fraction
+    )
+    metrics = {**data.metrics, **counts, "train/sdft_cache": str(cache_path)}
+    metrics.update({k: v for k, v in report.as_metrics("train").items() if k in ("train/kept", "train/tokens")})
+    return TrainingData(data.tokenizer, data.collator, train_examples, data.eval, metrics)
 
 
 def build_data(cfg: DictConfig, model_path: str) -> TrainingData:
@@ -212,11 +266,13 @@ def build_data(cfg: DictConfig, model_path: str) -> TrainingData:
 
     examples = load_examples(cfg.dataset)
     train_examples, eval_examples = split_train_eval(examples, int(cfg.dataset.eval_size), cfg.trainer.seed)
+    train_examples = mix_in_safety(train_examples, cfg.dataset, cfg.trainer.seed)
     collator.check_preview_survives_template(train_examples[0])
     train_examples, report = filter_trainable(
         train_examples, collator, name=f"{cfg.dataset.name}/train", max_skip_fraction=cfg.dataset.max_skip_fraction
     )
     metrics = report.as_metrics("train")
+    metrics["train/safety_examples"] = sum(ex.get("source") == SAFETY for ex in train_examples)
     if eval_examples:
         eval_examples, eval_report = filter_trainable(
             eval_examples, collator, name=f"{cfg.dataset.name}/eval", max_skip_fraction=cfg.dataset.max_skip_fraction
@@ -230,6 +286,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     from accelerate import PartialState
 
     validate(cfg)
+    adopt_slurm_tasks()  # srun / submitit tasks without a launcher become ranks of one run
     # Joins the process group under `accelerate launch`; without CUDA that group is gloo over CPU processes.
     state = PartialState(cpu=not torch.cuda.is_available())
     run_dir = Path(cfg.paths.output_dir)
@@ -270,6 +327,23 @@ def _train(cfg: DictConfig, state: Any, run_dir: Path) -> dict[str, Any]:
     model = load_model(
         cfg.model, model_path, data.tokenizer, cfg.lora, seed=cfg.trainer.seed, local_rank=state.local_process_index
     )
+    if cfg.method.name == "sdft":
+        data = distill(cfg, data, model, model_path, state)
+    objective = build_objective(cfg.method)
+    if objective is not None and not cfg.lora.get("r"):
+        # A full fine-tune changes the weights themselves: score the data with the seed model once, before training.
+        model.to(state.device)
+        with state.main_process_first():
+            refs = cached_seed_logps(
+                run_dir / REFERENCE_FILE,
+                model,
+                data.collator,
+                data.train,
+                cfg.trainer.per_device_eval_batch_size,
+                is_main,
+            )
+        for example, ref in zip(data.train, refs):
+            example["ref_logps"] = ref
     model = apply_lora(model, cfg.lora, bool(cfg.model.gradient_checkpointing))
     # Training never reuses a KV cache, and without one transformers can read packed sequences from position_ids.
     model.config.use_cache = False
@@ -283,7 +357,7 @@ def _train(cfg: DictConfig, state: Any, run_dir: Path) -> dict[str, Any]:
         eval_dataset=data.eval or None,
         data_collator=data.collator,
         processing_class=data.tokenizer,
-        answer_loss=AnswerTokenLoss(cfg.trainer.first_k),
+        answer_loss=AnswerTokenLoss(cfg.trainer.first_k, objective=objective),
         group_by_length=bool(cfg.trainer.group_by_length),
         stop_request=(stop_request := StopRequest()),
         callbacks=[JsonlMetricsCallback(metrics_path)],

@@ -84,7 +84,7 @@ def bench_p4(repeats: int, n_prompts: int = 32, max_new_tokens: int = 32) -> dic
     }
 
 
-def bench_p1(repeats: int, steps: int = 16) -> dict:
+def bench_p1(repeats: int, steps: int = 10) -> dict:
     """Run time of each preview against vanilla, with the same steps and examples.
 
     Both previews lengthen every example: real_prefix adds the connector and m answer tokens to the prompt, virtual
@@ -221,7 +221,7 @@ def bench_p2(repeats: int, n: int = 16, batch: int = 8) -> dict:
     }
 
 
-def bench_p3(repeats: int, n: int = 64, batch: int = 8) -> dict:
+def bench_p3(repeats: int, n: int = 32, batch: int = 8) -> dict:
     """Length-grouped, padding-free packed batches against plain padded batches (the HF Trainer default)."""
     overrides = [*epoch_data(n), f"trainer.per_device_train_batch_size={batch}", "trainer.max_seq_length=1024"]
     tmp = Path(tempfile.mkdtemp(prefix="lookahead-bench-p3-"))
@@ -276,8 +276,8 @@ def bench_p5(steps: int = 8) -> dict:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", nargs="*", default=["P5", "P1", "P2", "P3", "P4"])
-    parser.add_argument("--repeats", type=int, default=3, help="interleaved repeats (P3)")
-    parser.add_argument("--p1-repeats", type=int, default=5, help="interleaved repeats (P1: small differences)")
+    parser.add_argument("--repeats", type=int, default=2, help="interleaved repeats (P3)")
+    parser.add_argument("--p1-repeats", type=int, default=4, help="interleaved repeats (P1: small differences)")
     parser.add_argument("--trl-repeats", type=int, default=2, help="repeats (P2: TRL takes a minute each on CPU)")
     parser.add_argument("--generation-repeats", type=int, default=2, help="interleaved repeats (P4: minutes each)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results.json")

@@ -2,7 +2,11 @@
 
     python scripts/inspect_data.py <the same overrides as train.py> inspect.n=3
 
-Keys: index, input_ids, labels, text (the decoded input), trained_text (the decoded label tokens only).
+    python scripts/inspect_data.py <overrides> dataset.safety_mix=0.1 dataset.safety_path=refusals.jsonl \
+        inspect.source=safety                   # only the mixed-in refusal examples
+
+Keys: index, source (task or safety), input_ids, labels, text (the decoded input), trained_text (the decoded label
+tokens only).
 """
 
 import json
@@ -19,6 +23,7 @@ def main(argv: list[str]) -> int:
     options = {a.split("=", 1)[0]: a.split("=", 1)[1] for a in argv if a.startswith("inspect.")}
     overrides = [a for a in argv if not a.startswith("inspect.")]
     n = int(options.get("inspect.n", 3))
+    only = options.get("inspect.source")
 
     from lookahead.cli import compose_train_config
     from lookahead.modeling import resolve_model_path
@@ -27,7 +32,8 @@ def main(argv: list[str]) -> int:
     cfg = compose_train_config(overrides)
     data = build_data(cfg, resolve_model_path(cfg.model, cfg.paths.cache_dir))
     tokenizer = data.tokenizer
-    for index, example in enumerate(data.train[:n]):
+    shown = [(i, ex) for i, ex in enumerate(data.train) if only is None or ex.get("source", "task") == only][:n]
+    for index, example in shown:
         batch = data.collator([example])
         input_ids, labels = batch["input_ids"][0].tolist(), batch["labels"][0].tolist()
         trained = [t for t in labels if t != IGNORE_INDEX]
@@ -35,6 +41,7 @@ def main(argv: list[str]) -> int:
             json.dumps(
                 {
                     "index": index,
+                    "source": example.get("source", "task"),
                     "input_ids": input_ids,
                     "labels": labels,
                     "text": tokenizer.decode(input_ids, skip_special_tokens=False),

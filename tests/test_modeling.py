@@ -8,7 +8,7 @@ from omegaconf import OmegaConf
 
 from lookahead.errors import ConfigError
 from lookahead.modeling import apply_lora, build_tiny_llama, load_model, quantization_kwargs
-from tests.conftest import ROOT, compose, load_shared_tokenizer, requires_shared
+from tests.conftest import compose, load_shared_tokenizer, requires_shared
 
 QLORA = OmegaConf.create(
     {
@@ -70,17 +70,3 @@ def test_unknown_model_path_is_a_config_error(tmp_path):
     cfg = compose(["model=llama3", f"model.path={tmp_path}/missing"])
     with pytest.raises(ConfigError, match="model.path=.*missing.*cannot load"):
         load_model(cfg.model, cfg.model.path, None, cfg.lora, seed=0, local_rank=0)
-
-
-@pytest.mark.parametrize(
-    ("name", "distributed_type"),
-    [("ddp", "MULTI_GPU"), ("fsdp", "FSDP"), ("deepspeed_zero2", "DEEPSPEED"), ("deepspeed_zero3", "DEEPSPEED")],
-)
-def test_accelerate_configs_load(name, distributed_type):
-    from accelerate.commands.config.config_args import load_config_from_file
-
-    config = load_config_from_file(str(ROOT / "configs" / "accelerate" / f"{name}.yaml"))
-    assert str(config.distributed_type).endswith(distributed_type)
-    assert config.mixed_precision == "bf16" and config.num_machines == 1
-    if name.startswith("deepspeed"):
-        assert config.deepspeed_config["zero_stage"] == int(name[-1])

@@ -70,7 +70,21 @@ class LookaheadCollator:
                 # The dataset is filtered with the same encoder before training, so this is a bug, not bad data.
                 raise RuntimeError(f"example reached the collator unfiltered ({enc.value}): {example['messages'][-2]}")
             encoded.append(enc)
-        return self.pack(encoded) if self.packing else self.pad(encoded)
+        batch = self.pack(encoded) if self.packing else self.pad(encoded)
+        if all("ref_logps" in example for example in examples):
+            batch["ref_logps"] = self.place_on_labels(batch["labels"], [ex["ref_logps"] for ex in examples])
+        return batch
+
+    def place_on_labels(self, labels: torch.Tensor, values: list[list[float]]) -> torch.Tensor:
+        """Per-example values for the label tokens (in order), placed at the label positions of the batch."""
+        out = torch.zeros(labels.shape, dtype=torch.float32)
+        rows = [[v for ex in values for v in ex]] if self.packing else values
+        for row, row_values in enumerate(rows):
+            positions = (labels[row] != IGNORE_INDEX).nonzero().squeeze(-1)
+            if len(positions) != len(row_values):
+                raise RuntimeError(f"{len(row_values)} reference values for {len(positions)} label tokens")
+            out[row, positions] = torch.tensor(row_values, dtype=torch.float32)
+        return out
 
     def pack(self, encoded: list[Encoded]) -> dict[str, torch.Tensor]:
         """Padding-free: all examples in one row, `position_ids` restarting at 0 for each, and no attention mask.

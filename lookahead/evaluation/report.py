@@ -23,7 +23,10 @@ def find_runs(paths: list[Path]) -> list[Path]:
         if (path / SUMMARY_FILE).is_file() or (path / "eval" / "results.json").is_file():
             runs.append(path)
         else:
-            runs += sorted(p.parent for p in path.glob(f"*/{SUMMARY_FILE}"))
+            found = {p.parent for p in path.glob(f"*/{SUMMARY_FILE}")} | {
+                p.parent.parent for p in path.glob("*/eval/results.json")
+            }
+            runs += sorted(found)
     return runs
 
 
@@ -32,7 +35,8 @@ def run_row(run_dir: Path) -> dict[str, Any]:
     results_path = run_dir / "eval" / "results.json"
     results = json.loads(results_path.read_text()) if results_path.is_file() else {}
     cfg = OmegaConf.load(run_dir / "config.yaml") if (run_dir / "config.yaml").is_file() else OmegaConf.create({})
-    method = OmegaConf.select(cfg, "method.name", default=summary.get("method"))
+    # A dir with results but no training run is a seed-model evaluation.
+    method = OmegaConf.select(cfg, "method.name", default=summary.get("method")) or "seed"
     preview = {
         "real_prefix": f"m={OmegaConf.select(cfg, 'method.m')}",
         "virtual_prefix": f"P={OmegaConf.select(cfg, 'method.prefix')!r}",

@@ -5,4 +5,28 @@ from lookahead.preview.real_prefix import RealPrefix
 from lookahead.preview.vanilla import Vanilla
 from lookahead.preview.virtual_prefix import VirtualPrefix
 
-__all__ = ["PreviewResult", "PreviewStrategy", "RealPrefix", "Vanilla", "VirtualPrefix", "preview_messages"]
+__all__ = [
+    "PreviewResult",
+    "PreviewStrategy",
+    "RealPrefix",
+    "Vanilla",
+    "VirtualPrefix",
+    "preview_by_name",
+    "preview_messages",
+]
+
+
+def preview_by_name(name: str, m: int = 6, prefix: str | None = None, connector: str | None = None) -> PreviewStrategy:
+    """A strategy from its name, for methods that combine an objective with a preview (`method.preview=...`)."""
+    from lookahead.errors import ConfigError
+    from lookahead.preview.real_prefix import DEFAULT_CONNECTOR
+    from lookahead.preview.virtual_prefix import DEFAULT_PREFIX
+
+    connector = DEFAULT_CONNECTOR if connector is None else connector
+    if name == "vanilla":
+        return Vanilla()
+    if name == "real_prefix":
+        return RealPrefix(m=m, connector=connector)
+    if name == "virtual_prefix":
+        return VirtualPrefix(prefix=DEFAULT_PREFIX if prefix is None else prefix, connector=connector)
+    raise ConfigError(f"method.preview={name!r}: expected vanilla, real_prefix or virtual_prefix")

@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# Reproduce the paper's Table 1: seed, vanilla, SDFT, Constrained SFT, real_prefix (m=6) and virtual_prefix, each on
+# GSM8K and SAMSum; then evaluate every run (utility + safety) and write the report (scripts/report.py).
+#
+#   scripts/reproduce_paper.sh --model llama2 --gpus 4                       # the paper: Llama-2-7B-chat, 4 GPUs
+#   scripts/reproduce_paper.sh --model tiny --gpus 1 --data-dir DIR --safety jbb.csv \
+#       --train "trainer.max_steps=2 ..." --eval "gsm8k.limit=4 ..."        # a CPU smoke run
+#
+# Options:
+#   --model NAME      configs/model/NAME.yaml (default llama2)
+#   --gpus N          processes; N > 1 runs `accelerate launch` with --accelerate-config (default 4)
+#   --accelerate-config FILE   (default configs/accelerate/fsdp.yaml: the paper's full fine-tune)
+#   --out DIR         where runs and the report go (default outputs/paper)
+#   --data-dir DIR    local data: DIR/{gsm8k,samsum}/{train,test}.jsonl (default: the Hub copies)
+#   --safety FILE     harmful prompts for the safety suite, JailbreakBench CSV format (default: ../shared's copy)
+#   --datasets "..."  (default "gsm8k samsum");  --methods "..." (default: all five fine-tunes)
+#   --train "..."     extra train.py overrides for every run;  --sdft "..." extra overrides for the SDFT rows only
+#   --eval "..."      extra evaluate.py overrides for every evaluation
+# Runs use resume=auto, so rerunning the script continues where it stopped and skips finished runs.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+model=llama2 gpus=4 out=outputs/paper data_dir="" safety=../shared/data/safety/jbb_behaviors.csv
+accelerate_config=configs/accelerate/fsdp.yaml
+datasets="gsm8k samsum" methods="vanilla sdft constrained_sft real_prefix virtual_prefix"
+train_extra="" sdft_extra="" eval_extra=""
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --model) model=$2; shift 2 ;;
+    --gpus) gpus=$2; shift 2 ;;
+    --accelerate-config) accelerate_config=$2; shift 2 ;;
+    --out) out=$2; shift 2 ;;
+    --data-dir) data_dir=$2; shift 2 ;;
+    --safety) safety=$2; shift 2 ;;
+    --datasets) datasets=$2; shift 2 ;;
+    --methods) methods=$2; shift 2 ;;
+    --train) train_extra=$2; shift 2 ;;
+    --sdft) sdft_extra=$2; shift 2 ;;
+    --eval) eval_extra=$2; shift 2 ;;
+    *) echo "unknown option $1 (see the header of $0)" >&2; exit 2 ;;
+  esac
+done
+python=${PYTHON:-python}
+if [ "$gpus" -gt 1 ]; then
+  launch=("$python" -m accelerate.commands.launch --config_file "$accelerate_config" --num_processes "$gpus")
+else
+  launch=("$python")
+fi
+export HF_HUB_OFFLINE=${HF_HUB_OFFLINE:-0}
+
+for dataset in $datasets; do
+  train_data=() eval_data=()
+  if [ -n "$data_dir" ]; then
+    train_data=("dataset.path=$data_dir/$dataset/train.jsonl")
+    eval_data=("$dataset.path=$data_dir/$dataset/test.jsonl")
+  fi
+  suites=("suite=[$dataset,safety]" "safety.path=$safety" "${eval_data[@]}")
+
+  echo "== $dataset / seed model"
+  # shellcheck disable=SC2086
+  "${launch[@]}" evaluate.py "model=$model" "out_dir=$out/runs/$dataset-seed/eval" "${suites[@]}" $eval_extra
+
+  for method in $methods; do
+    run="$dataset-$method"
+    echo "== $run"
+    extra=$train_extra
+    [ "$method" = sdft ] && extra="$extra $sdft_extra"
+    # shellcheck disable=SC2086
+    "${launch[@]}" train.py "experiment=table1_${dataset}_${method}" "model=$model" "paths.log_dir=$out" \
+      "run_name=$run" resume=auto "${train_data[@]}" $extra
+    # shellcheck disable=SC2086
+    "${launch[@]}" evaluate.py "run_dir=$out/runs/$run" "${suites[@]}" $eval_extra
+  done
+done
+
+"$python" scripts/report.py "$out/runs" --out "$out/report"
+echo "Report: $out/report/report.md"

