@@ -1,4 +1,7 @@
-"""The data collator: preview on the fly, encode, pad. A sweep over `method.m` never rewrites data files."""
+"""The data collator: preview, encode (unless the data pass already did), pad or pack.
+
+A sweep over `method.m` never rewrites data files: previews are applied in memory, per run.
+"""
 
 from __future__ import annotations
 
@@ -65,6 +68,9 @@ class LookaheadCollator:
     def __call__(self, examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         encoded = []
         for example in examples:
+            if "input_ids" in example:  # encoded once by the data pass (lookahead.data.prepare)
+                encoded.append(Encoded(list(example["input_ids"]), list(example["labels"])))
+                continue
             enc = self.encode_example(example)
             if isinstance(enc, Skip):
                 # The dataset is filtered with the same encoder before training, so this is a bug, not bad data.

@@ -1,12 +1,13 @@
 """One pass over the data before the model loads: fail early on bad data, filter untrainable examples, count.
 
-The collator applies the same preview and encoder again on the fly; this pass only decides *which* examples are
-trained and reports why others are not, once per run.
+It previews and encodes every example once and keeps the result, so training batches only pad. A sweep over
+`method.m` still never rewrites a data file: the encodings live in memory for the run.
 """
 
 from __future__ import annotations
 
 import logging
+from array import array
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -58,7 +59,16 @@ def filter_trainable(
             if len(report.first_skipped) < 3:
                 report.first_skipped.append(f"#{i} ({enc.value})")
             continue
-        kept.append({**example, "length": len(enc.input_ids)})  # for length-grouped sampling
+        # The encoding is a pure function of the example and the strategy: kept, so a batch only pads (compact
+        # int32 arrays, not Python lists). "length" feeds length-grouped sampling.
+        kept.append(
+            {
+                **example,
+                "input_ids": array("i", enc.input_ids),
+                "labels": array("i", enc.labels),
+                "length": len(enc.input_ids),
+            }
+        )
         report.answer_truncated += enc.answer_truncated
         report.boundary_split += enc.boundary_split
         report.tokens += len(enc.input_ids)
