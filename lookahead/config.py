@@ -39,6 +39,13 @@ def validate(cfg: DictConfig) -> None:
             raise ConfigError(f"{key}={value!r}: expected a number that {rule}")
         if not ok(value):
             raise ConfigError(f"{key}={value!r}: {rule}")
+    if t.get("use_liger_kernel"):
+        import importlib.util
+
+        if not torch.cuda.is_available():
+            raise ConfigError("trainer.use_liger_kernel=true needs a CUDA GPU; leave it false on CPU")
+        if importlib.util.find_spec("liger_kernel") is None:
+            raise ConfigError("trainer.use_liger_kernel=true needs `pip install liger-kernel`")
     if t.bf16 and t.fp16:
         raise ConfigError("trainer.bf16=true and trainer.fp16=true: choose one")
     if cfg.method.name not in METHODS:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 from hydra import compose as hydra_compose
 from hydra import initialize_config_dir
 from hydra.utils import instantiate
@@ -16,6 +17,8 @@ from lookahead.errors import ConfigError
 from lookahead.preview import RealPrefix, Vanilla, VirtualPrefix
 from tests.conftest import compose
 
+TABLE1_METHODS = ("vanilla", "sdft", "constrained_sft", "real_prefix", "virtual_prefix")
+
 
 def options(group: str) -> list[str]:
     return sorted(p.stem for p in (CONFIG_DIR / group).glob("*.yaml"))
@@ -25,10 +28,11 @@ class TestConfigGroups:
     def test_groups_offer_the_documented_options(self):
         assert options("model") == ["llama2", "llama3", "mistral", "qwen2_5", "smollm2", "tiny"]
         assert options("dataset") == ["arithmetic", "gsm8k", "jsonl", "samsum"]
-        assert options("method") == ["real_prefix", "vanilla", "virtual_prefix"]
+        assert options("method") == ["constrained_sft", "real_prefix", "sdft", "vanilla", "virtual_prefix"]
         assert options("lora") == ["lora", "none", "qlora"]
         assert options("logger") == ["none", "tensorboard", "wandb"]
-        assert options("experiment") == ["paper_gsm8k", "paper_samsum"]
+        table1 = [f"table1_{d}_{m}" for d in ("gsm8k", "samsum") for m in TABLE1_METHODS]
+        assert options("experiment") == sorted(["paper_gsm8k", "paper_samsum", *table1])
 
     @pytest.mark.parametrize("model", options("model"))
     def test_every_model_exposes_the_loading_knobs(self, model):
@@ -72,12 +76,13 @@ class TestConfigGroups:
         t = cfg.trainer
         assert cfg.model.path == "meta-llama/Llama-2-7b-chat-hf" and cfg.lora.r is None
         assert (t.learning_rate, t.num_train_epochs, t.effective_batch_size, t.adam_beta1) == (2e-5, 3, 64, 0.5)
-        assert (
-            t.bf16
-            and t.warmup_steps == 0
-            and t.max_seq_length == {"paper_gsm8k": 512, "paper_samsum": 1024}[experiment]
-        )
+        assert t.bf16 and t.warmup_steps == 0 and t.max_seq_length == {"gsm8k": 512, "samsum": 1024}[cfg.dataset.name]
         assert gradient_accumulation(t, world_size=4) * t.per_device_train_batch_size * 4 == 64
+        if experiment.startswith("table1_"):  # a row of the paper's Table 1: its dataset and method
+            _, dataset, method = experiment.split("_", 2)
+            assert (cfg.dataset.name, cfg.method.name, cfg.run_name) == (dataset, method, f"{dataset}-{method}")
+            if method == "real_prefix":
+                assert cfg.method.m == 6
 
 
 class TestRunDir:
@@ -119,6 +124,11 @@ class TestTrainerArguments:
             ("trainer.per_device_train_batch_size=0", r"per_device_train_batch_size=0"),
             ("trainer.max_seq_length=1", r"max_seq_length=1"),
             ("method.name=lookbehind", r"method='lookbehind': expected one of"),
+            pytest.param(
+                "trainer.use_liger_kernel=true",
+                r"use_liger_kernel=true needs a CUDA GPU",
+                marks=pytest.mark.skipif(torch.cuda.is_available(), reason="the CPU message"),
+            ),
         ],
     )
     def test_validate_rejects_bad_values(self, override, message):

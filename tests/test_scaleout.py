@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -118,3 +119,22 @@ def test_two_slurm_tasks_on_cpu_form_one_run_like_accelerate(tmp_path):
     assert list(two_losses) == [1, 2, 3]
     for step, loss in two_losses.items():
         assert loss == pytest.approx(one_losses[step], abs=1e-5)
+
+
+@requires_shared
+@pytest.mark.slow
+def test_multinode_launcher_runs_one_machine_of_two_processes_on_cpu(tmp_path):
+    """The multi-node code path (launcher script, multinode config, static rendezvous) with one machine on CPU."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "NUM_MACHINES": "1", "MACHINE_RANK": "0",
+           "MAIN_PROCESS_IP": "127.0.0.1", "MAIN_PROCESS_PORT": str(21000 + os.getpid() % 9000), "GPUS_PER_NODE": "2",
+           "ACCELERATE": f"{sys.executable} -m accelerate.commands.accelerate_cli",
+           "ACCELERATE_ARGS": "--mixed_precision no --dynamo_backend no"}  # fmt: skip
+    result = subprocess.run(
+        [str(ROOT / "scripts" / "launch_multinode.sh"), "configs/accelerate/multinode_ddp.yaml", *tiny_overrides(),
+         "lora=none", "trainer.max_steps=2", f"paths.log_dir={tmp_path}"],
+        env=env, cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    runs = list((tmp_path / "runs").iterdir())
+    assert len(runs) == 1 and list(losses(read_metrics(runs[0] / "metrics.jsonl"))) == [1, 2]
+    assert json.loads((runs[0] / "checkpoint-2" / "lookahead_checkpoint.json").read_text()) == {"world_size": 2}
