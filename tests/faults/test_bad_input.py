@@ -196,7 +196,7 @@ class TestConfigAndOutput:
             ("trainer.learning_rate=-1", "error: trainer.learning_rate=-1: must be > 0"),
             ("trainer.learning_rate=fast", "error: trainer.learning_rate='fast': expected a number that must be > 0"),
             ("trainer.per_device_train_batch_size=0", "error: trainer.per_device_train_batch_size=0: must be >= 1"),
-            ("method.name=lookbehind", "error: method='lookbehind': expected one of ['vanilla', 'real_prefix', 'virtual_prefix']"),
+            ("method.name=lookbehind", "error: method='lookbehind': expected one of ['vanilla', 'real_prefix', 'virtual_prefix', 'constrained_sft', 'sdft']"),
             ("resume=7", "error: resume=7: expected null, auto or a checkpoint path"),
         ],
     )  # fmt: skip
