@@ -106,7 +106,7 @@ def seed_logps(model: Any, collator: Any, examples: list[dict[str, Any]], batch_
     out: list[list[float]] = []
     for start in range(0, len(examples), batch_size):
         chunk = examples[start : start + batch_size]
-        batch = collator.pad([collator.encode_example(ex) for ex in chunk])
+        batch = collator.pad([collator.trainable_encoding(ex) for ex in chunk])
         logits = model(
             input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device)
         ).logits

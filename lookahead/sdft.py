@@ -47,7 +47,14 @@ def final_answer_agrees(rewrite: str, original: str) -> bool:
         return False
 
 
-def cache_key(model_cfg: DictConfig, model_path: str, seed: int, method_cfg: DictConfig, pairs: list) -> str:
+def answer_pairs(examples: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    """(user turn, answer) of each training example: what is rewritten, and what the cache is keyed on."""
+    return [(ex["messages"][-2]["content"], ex["messages"][-1]["content"]) for ex in examples]
+
+
+def cache_key(
+    model_cfg: DictConfig, model_path: str, seed: int, method_cfg: DictConfig, examples: list[dict[str, Any]]
+) -> str:
     payload = {
         "model": OmegaConf.to_container(model_cfg, resolve=True),
         "model_path": model_path,
@@ -55,7 +62,7 @@ def cache_key(model_cfg: DictConfig, model_path: str, seed: int, method_cfg: Dic
         "template": method_cfg.get("template") or DEFAULT_TEMPLATE,
         "max_new_tokens": int(method_cfg.max_new_tokens),
         "check": method_cfg.get("check_final_answer", True),
-        "pairs": pairs,
+        "pairs": answer_pairs(examples),
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:24]
 
@@ -71,7 +78,7 @@ def rewrite_answers(
 ) -> tuple[list[dict[str, Any]], dict[str, int]]:
     """The examples with their answers replaced by the seed model's rewrites (or kept, where a rewrite fails)."""
     template = method_cfg.get("template") or DEFAULT_TEMPLATE
-    pairs = [(ex["messages"][-2]["content"], ex["messages"][-1]["content"]) for ex in examples]
+    pairs = answer_pairs(examples)
     if cache_path.is_file():
         rewrites = [json.loads(line)["rewrite"] for line in cache_path.read_text().splitlines() if line]
         log.info("SDFT: %d rewrites from the cache %s", len(rewrites), cache_path)

@@ -239,8 +239,7 @@ def build_objective(method_cfg: DictConfig) -> ConstrainedSFT | None:
 
 def distill(cfg: DictConfig, data: TrainingData, model: Any, model_path: str, state: Any) -> TrainingData:
     """SDFT: replace the training answers by the seed model's rewrites (cached), then filter them again."""
-    pairs = [(ex["messages"][-2]["content"], ex["messages"][-1]["content"]) for ex in data.train]
-    key = cache_key(cfg.model, model_path, cfg.trainer.seed, cfg.method, pairs)
+    key = cache_key(cfg.model, model_path, cfg.trainer.seed, cfg.method, data.train)
     cache_path = Path(cfg.paths.cache_dir) / "sdft" / f"{key}.jsonl"
     model.to(state.device)
     with state.main_process_first():  # the main process generates; the others read its cache

@@ -52,6 +52,16 @@ class LookaheadCollator:
             messages, preview = preview_messages(messages, self.strategy, self.encoder.tokenizer)
         return self.encoder.encode(messages), preview
 
+    def trainable_encoding(self, example: dict[str, Any]) -> Encoded:
+        """The encoding the data pass kept (lookahead.data.prepare), or a fresh one for an example it never saw."""
+        if "input_ids" in example:
+            return Encoded(list(example["input_ids"]), list(example["labels"]))
+        enc = self.encode_example(example)
+        if isinstance(enc, Skip):
+            # The dataset is filtered with the same encoder before training, so this is a bug, not bad data.
+            raise RuntimeError(f"example reached the collator unfiltered ({enc.value}): {example['messages'][-2]}")
+        return enc
+
     def check_preview_survives_template(self, example: dict[str, Any]) -> None:
         """Refuse a chat template that trims or rewrites the connector: the model would never see the preview."""
         connector = getattr(self.strategy, "connector", None)
@@ -66,16 +76,7 @@ class LookaheadCollator:
             )
 
     def __call__(self, examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        encoded = []
-        for example in examples:
-            if "input_ids" in example:  # encoded once by the data pass (lookahead.data.prepare)
-                encoded.append(Encoded(list(example["input_ids"]), list(example["labels"])))
-                continue
-            enc = self.encode_example(example)
-            if isinstance(enc, Skip):
-                # The dataset is filtered with the same encoder before training, so this is a bug, not bad data.
-                raise RuntimeError(f"example reached the collator unfiltered ({enc.value}): {example['messages'][-2]}")
-            encoded.append(enc)
+        encoded = [self.trainable_encoding(example) for example in examples]
         batch = self.pack(encoded) if self.packing else self.pad(encoded)
         if all("ref_logps" in example for example in examples):
             batch["ref_logps"] = self.place_on_labels(batch["labels"], [ex["ref_logps"] for ex in examples])

@@ -17,16 +17,17 @@ __all__ = [
 
 
 def preview_by_name(name: str, m: int = 6, prefix: str | None = None, connector: str | None = None) -> PreviewStrategy:
-    """A strategy from its name, for methods that combine an objective with a preview (`method.preview=...`)."""
-    from lookahead.errors import ConfigError
-    from lookahead.preview.real_prefix import DEFAULT_CONNECTOR
-    from lookahead.preview.virtual_prefix import DEFAULT_PREFIX
+    """A strategy from its name, for methods that combine an objective with a preview (`method.preview=...`).
 
-    connector = DEFAULT_CONNECTOR if connector is None else connector
+    `prefix` and `connector` left as None keep the strategy's own defaults.
+    """
+    from lookahead.errors import ConfigError
+
+    texts = {k: v for k, v in {"prefix": prefix, "connector": connector}.items() if v is not None}
     if name == "vanilla":
         return Vanilla()
     if name == "real_prefix":
-        return RealPrefix(m=m, connector=connector)
+        return RealPrefix(m=m, **{k: v for k, v in texts.items() if k == "connector"})
     if name == "virtual_prefix":
-        return VirtualPrefix(prefix=DEFAULT_PREFIX if prefix is None else prefix, connector=connector)
+        return VirtualPrefix(**texts)
     raise ConfigError(f"method.preview={name!r}: expected vanilla, real_prefix or virtual_prefix")
