@@ -17,3 +17,7 @@ class DataError(LookaheadError, ValueError):
 
 class ConfigError(LookaheadError, ValueError):
     """A config value is invalid. The message names the key, the value and the fix."""
+
+
+class EvaluationError(LookaheadError):
+    """An evaluation could not produce a trustworthy number (e.g. too many replies the judge could not score)."""

@@ -32,8 +32,12 @@ Record = Mapping[str, Any]
 Example = dict[str, Any]
 
 
-def read_records(path: str | Path) -> Iterator[tuple[int, Record]]:
-    """Yield `(line_or_row_number, record)` from a .jsonl, .json or .csv file (1-based numbers)."""
+def read_records(path: str | Path, *, conversations: bool = False) -> Iterator[tuple[int, Record]]:
+    """Yield `(line_or_row_number, record)` from a .jsonl, .json or .csv file (1-based numbers).
+
+    With `conversations=True` a record may also be a bare list of `{role, content}` messages (one per line, as in
+    the paper's Harmful-HEx-PHI.jsonl); it is yielded as `{"messages": [...]}`.
+    """
     path = Path(path)
     if not path.is_file():
         raise DataError(str(path), "no such file (check dataset.path)")
@@ -41,30 +45,40 @@ def read_records(path: str | Path) -> Iterator[tuple[int, Record]]:
     if suffix == ".csv":
         yield from _read_csv(path)
     elif suffix == ".json":
-        yield from _read_json_array(path)
+        yield from _read_json_array(path, conversations)
     elif suffix in (".jsonl", ".ndjson"):
-        yield from _read_jsonl(path)
+        yield from _read_jsonl(path, conversations)
     else:
         raise DataError(str(path), f"unsupported file type '{suffix}'; use .jsonl, .json or .csv")
 
 
-def _read_jsonl(path: Path) -> Iterator[tuple[int, Record]]:
+def _as_conversation(record: Any) -> Any:
+    """A bare list of message objects becomes `{"messages": [...]}`; anything else is returned as it is."""
+    if isinstance(record, list) and record and all(isinstance(m, dict) and "role" in m for m in record):
+        return {"messages": record}
+    return record
+
+
+def _read_jsonl(path: Path, conversations: bool = False) -> Iterator[tuple[int, Record]]:
     with path.open(encoding="utf-8") as f:
         for line_no, line in enumerate(f, start=1):
             if not line.strip():
                 continue
-            if line_no == 1 and line.lstrip().startswith("["):
+            if line_no == 1 and line.lstrip().startswith("[") and not conversations:
                 raise DataError(str(path), "this looks like a JSON array, not JSON Lines; rename the file to .json", 1)
             try:
                 record = json.loads(line.rstrip())  # without the newline, the column points into this line
             except json.JSONDecodeError as e:
-                raise DataError(str(path), f"malformed JSON ({e.msg} at column {e.colno})", line_no) from None
+                hint = "; the whole file looks like one JSON array, rename it to .json" if line_no == 1 else ""
+                raise DataError(str(path), f"malformed JSON ({e.msg} at column {e.colno}){hint}", line_no) from None
+            if conversations:
+                record = _as_conversation(record)
             if not isinstance(record, dict):
                 raise DataError(str(path), f"expected a JSON object, got {type(record).__name__}", line_no)
             yield line_no, record
 
 
-def _read_json_array(path: Path) -> Iterator[tuple[int, Record]]:
+def _read_json_array(path: Path, conversations: bool = False) -> Iterator[tuple[int, Record]]:
     text = path.read_text(encoding="utf-8")
     try:
         data = json.loads(text)
@@ -76,6 +90,8 @@ def _read_json_array(path: Path) -> Iterator[tuple[int, Record]]:
     if not isinstance(data, list):
         raise DataError(str(path), 'expected a JSON array of objects (or {"data": [...]})')
     for i, record in enumerate(data, start=1):
+        if conversations:
+            record = _as_conversation(record)
         if not isinstance(record, dict):
             raise DataError(str(path), f"item {i} is a {type(record).__name__}, expected an object")
         yield i, record

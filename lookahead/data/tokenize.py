@@ -151,3 +151,19 @@ class ChatEncoder:
             answer_truncated=truncated,
             boundary_split=boundary_split,
         )
+
+    def answer_ids(self, messages: list[dict[str, str]]) -> list[int]:
+        """The last assistant turn's tokens exactly as training sees them after the prompt, without the end-of-turn.
+
+        Evaluation uses this for the JSR prefill and the KL pairs: tokenizing the answer on its own can differ
+        from what follows the generation prompt (SentencePiece's leading `▁`, e.g. Mistral's `▁Step` vs `Step`).
+        """
+        encoded = self.encode(messages)
+        if isinstance(encoded, Skip):
+            raise ConfigError(f"evaluation prompt is longer than max_seq_length={self.max_seq_length}")
+        prompt_len = encoded.labels.count(IGNORE_INDEX)
+        ids = encoded.input_ids[prompt_len:]
+        # The template's end-of-turn: trailing special tokens, and whitespace it adds around them.
+        while ids and (ids[-1] in self.special_ids or not self.tokenizer.decode(ids[-1:]).strip()):
+            ids = ids[:-1]
+        return ids

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import torch
@@ -15,6 +16,34 @@ def stop_token_ids(model: Any, tokenizer: Any) -> list[int]:
     configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
     ids.update(configured if isinstance(configured, (list, tuple)) else [configured])
     return sorted(i for i in ids if i is not None)
+
+
+def hf_model(model: Any) -> Any:
+    """The transformers model under a PEFT wrapper (or the model itself)."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+@contextlib.contextmanager
+def plain_greedy(model: Any) -> Iterator[None]:
+    """Greedy decoding with nothing from the model's `generation_config` but its special tokens.
+
+    `generate()` fills every unset option from the model's own generation_config, so sampling and penalty settings
+    shipped with a checkpoint (Qwen2.5: repetition_penalty=1.05, top_p, top_k) would leak into "greedy" decoding.
+    Evaluation swaps in a clean config for the call, keeping only the special-token ids, and restores the original.
+    """
+    from transformers import GenerationConfig
+
+    target = hf_model(model)
+    original = getattr(target, "generation_config", None)
+    tokens = ("bos_token_id", "eos_token_id", "pad_token_id", "decoder_start_token_id")
+    clean = GenerationConfig(
+        **{k: getattr(original, k, None) for k in tokens if getattr(original, k, None) is not None}
+    )
+    target.generation_config = clean
+    try:
+        yield
+    finally:
+        target.generation_config = original
 
 
 @torch.no_grad()
@@ -30,6 +59,7 @@ def generate_batched(
 ) -> list[list[int]]:
     """Greedy continuations (token ids, stop token excluded) of each prompt, in input order.
 
+    Decoding is plain greedy: no sampling, penalty or length setting from the model's generation_config applies.
     Prompts are sorted by length so a batch holds similar lengths (less padding), then left-padded so every row's
     continuation starts at the same column.
     """
@@ -47,14 +77,16 @@ def generate_batched(
         for r, i in enumerate(rows):
             input_ids[r, width - len(prompts[i]) :] = torch.tensor(prompts[i])
             attention_mask[r, width - len(prompts[i]) :] = 1
-        output = model.generate(
-            input_ids=input_ids.to(device),
-            attention_mask=attention_mask.to(device),
-            max_new_tokens=max_new_tokens,
-            do_sample=False,
-            pad_token_id=pad_id,
-            eos_token_id=stops,
-        )
+        with plain_greedy(model):
+            output = model.generate(
+                input_ids=input_ids.to(device),
+                attention_mask=attention_mask.to(device),
+                max_new_tokens=max_new_tokens,
+                do_sample=False,
+                num_beams=1,
+                pad_token_id=pad_id,
+                eos_token_id=stops,
+            )
         for r, i in enumerate(rows):
             new = output[r, width:].tolist()
             cut = next((k for k, t in enumerate(new) if t in stops), len(new))

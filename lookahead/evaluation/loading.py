@@ -28,10 +28,11 @@ class LoadedModel:
     seed: int
 
     def load_seed(self) -> Any:
-        """A separate copy of the seed model (full fine-tunes only; LoRA runs disable their adapter instead)."""
-        return load_model(
-            self.model_cfg, self.model_path, self.tokenizer, _NO_LORA, seed=self.seed, local_rank=0
-        ).eval()
+        """A separate copy of the seed model (full fine-tunes only; LoRA runs disable their adapter instead), on the
+        device of the model under evaluation, so the two can be compared batch by batch."""
+        device = next(self.model.parameters()).device
+        seed = load_model(self.model_cfg, self.model_path, self.tokenizer, _NO_LORA, seed=self.seed, local_rank=0)
+        return seed.to(device).eval()
 
 
 def load_for_evaluation(cfg: DictConfig) -> LoadedModel:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
+import hashlib
 import json
 import logging
 from collections import defaultdict
@@ -13,13 +15,14 @@ from omegaconf import DictConfig, OmegaConf
 
 from lookahead.data.sources import load_examples
 from lookahead.data.tokenize import ChatEncoder
-from lookahead.errors import ConfigError
-from lookahead.evaluation.generation import generate_batched, map_across_processes
-from lookahead.evaluation.judges import HFJudge, KeywordJudge, LLMJudge
+from lookahead.errors import ConfigError, EvaluationError
+from lookahead.evaluation.generation import generate_batched, map_across_processes, stop_token_ids
+from lookahead.evaluation.judges import HFJudge, JudgeTemplate, KeywordJudge, LLMJudge
 from lookahead.evaluation.kl import per_position_kl
 from lookahead.evaluation.loading import LoadedModel, load_for_evaluation
 from lookahead.evaluation.metrics import exact_match, gsm8k_correct, rouge1_f
 from lookahead.evaluation.safety_data import HarmfulPrompt, load_harmful_prompts
+from lookahead.evaluation.scorecard import write_safety_section
 
 log = logging.getLogger(__name__)
 
@@ -67,9 +70,13 @@ class Evaluator:
         messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": user}]
         return self.encoder.encode_prompt(messages)
 
-    def generate(self, prompts: list[list[int]], max_new_tokens: int, desc: str) -> list[str]:
-        def run(share: list[list[int]]) -> list[str]:
-            outputs = generate_batched(
+    def generate_ids(self, prompts: list[list[int]], max_new_tokens: int, desc: str) -> list[list[int]]:
+        """Greedy continuations as token ids (stop token excluded), in input order."""
+        if self.backend == "vllm":
+            return self._generate_vllm(prompts, max_new_tokens)
+
+        def run(share: list[list[int]]) -> list[list[int]]:
+            return generate_batched(
                 self.loaded.model,
                 self.tokenizer,
                 share,
@@ -78,11 +85,14 @@ class Evaluator:
                 show_progress=self.is_main,
                 desc=desc,
             )
-            return [self.tokenizer.decode(o, skip_special_tokens=True) for o in outputs]
 
-        if self.backend == "vllm":
-            return self._generate_vllm(prompts, max_new_tokens)
         return map_across_processes(run, prompts)
+
+    def decode(self, ids: list[int]) -> str:
+        return self.tokenizer.decode(ids, skip_special_tokens=True)
+
+    def generate(self, prompts: list[list[int]], max_new_tokens: int, desc: str) -> list[str]:
+        return [self.decode(o) for o in self.generate_ids(prompts, max_new_tokens, desc)]
 
     @property
     def backend(self) -> str:
@@ -108,10 +118,24 @@ class Evaluator:
             ) from None
         if self.loaded.is_adapter:
             raise ConfigError("generation.backend=vllm evaluates merged models; use backend=transformers for adapters")
-        llm = LLM(model=self.loaded.model.name_or_path, tokenizer=self.loaded.model.name_or_path)
-        params = SamplingParams(temperature=0.0, max_tokens=max_new_tokens)
+        # generation_config="vllm": vLLM's own neutral defaults, not the checkpoint's sampling or penalty settings.
+        llm = LLM(
+            model=self.loaded.model.name_or_path, tokenizer=self.loaded.model.name_or_path, generation_config="vllm"
+        )
+        params = SamplingParams(
+            temperature=0.0,
+            max_tokens=max_new_tokens,
+            repetition_penalty=1.0,
+            presence_penalty=0.0,
+            frequency_penalty=0.0,
+        )
         outputs = llm.generate([{"prompt_token_ids": p} for p in prompts], params)
-        return [o.outputs[0].text for o in outputs]
+        stops = set(stop_token_ids(self.loaded.model, self.tokenizer))
+        results = []
+        for o in outputs:
+            ids = list(o.outputs[0].token_ids)
+            results.append(ids[: next((k for k, t in enumerate(ids) if t in stops), len(ids))])
+        return results
 
     def generate_task(self, name: str) -> tuple[list[str], list[str], list[str]]:
         """(user prompts, references, generations) for a prompt/reference task such as gsm8k or samsum."""
@@ -159,6 +183,11 @@ class Evaluator:
                 c.llm.model,
                 self._judge_api_key,
                 cache_path=c.llm.cache_path,
+                template=JudgeTemplate.load(c.llm.get("template")),
+                api_key_env=c.llm.api_key_env,
+                temperature=float(c.llm.temperature),
+                top_p=float(c.llm.top_p),
+                max_tokens=int(c.llm.max_tokens),
                 concurrency=int(c.llm.concurrency),
                 max_retries=int(c.llm.max_retries),
                 backoff_s=float(c.llm.backoff_s),
@@ -172,82 +201,117 @@ class Evaluator:
             return HFJudge(model, tokenizer, batch_size=int(self.cfg.generation.batch_size))
         raise ConfigError(f"safety.judge={c.judge!r}: expected keyword, llm or hf")
 
-    def jsr_prompt(self, item: HarmfulPrompt, system: str | None, k: int) -> tuple[list[int], str]:
-        """The prompt plus the first k tokens of the harmful answer, prefilled as the start of the assistant turn."""
-        prefix_ids = self.tokenizer(item.harmful_answer, add_special_tokens=False)["input_ids"][:k]
-        return self.prompt_ids(item.prompt, system) + prefix_ids, self.tokenizer.decode(
-            prefix_ids, clean_up_tokenization_spaces=False
-        )
+    def harmful_pair(self, item: HarmfulPrompt, system: str | None) -> tuple[list[int], list[int]]:
+        """(prompt ids, harmful-answer ids), the answer tokenized after the generation prompt exactly as training
+        tokenizes an answer there."""
+        messages = ([{"role": "system", "content": system}] if system else []) + [
+            {"role": "user", "content": item.prompt},
+            {"role": "assistant", "content": item.harmful_answer or ""},
+        ]
+        return self.encoder.encode_prompt(messages[:-1]), self.encoder.answer_ids(messages)
+
+    def jsr_prompt(self, item: HarmfulPrompt, system: str | None, k: int) -> tuple[list[int], list[int]]:
+        """The prompt plus the first k tokens of the harmful answer, prefilled as the start of the assistant turn;
+        and those k tokens."""
+        prompt_ids, answer_ids = self.harmful_pair(item, system)
+        return prompt_ids + answer_ids[:k], answer_ids[:k]
+
+    def prefilled_texts(self, prefill_ids: list[int], continuation_ids: list[int]) -> tuple[str, str, str]:
+        """(prefill, continuation, full) texts. The full text is decoded in one piece: decoding the two halves apart
+        drops the space between them with SentencePiece tokenizers ("here is" + "a plan")."""
+        full = self.decode(prefill_ids + continuation_ids)
+        prefill = self.decode(prefill_ids)
+        continuation = full[len(prefill) :] if full.startswith(prefill) else self.decode(continuation_ids)
+        return prefill, continuation, full
 
     def run_safety(self) -> dict[str, Any]:
         c = self.cfg.safety
         items = load_harmful_prompts(c)
-        judge = self.make_judge()
+        judge = self.make_judge()  # before generating: a judge misconfiguration fails in seconds
         raw = self.generate(
             [self.prompt_ids(i.prompt, c.system_prompt) for i in items], int(c.max_new_tokens), "safety"
         )
-        raw_verdicts = judge.judge([i.prompt for i in items], raw)
         rows = [
-            {"category": i.category, "prompt": i.prompt, "mode": "raw", "generation": g, "safe": v}
-            for i, g, v in zip(items, raw, raw_verdicts)
+            {"category": i.category, "prompt": i.prompt, "mode": "raw", "generation": g} for i, g in zip(items, raw)
         ]
 
         with_answers = [i for i in items if i.harmful_answer]
-        jsr_verdicts: list[bool | None] = []
+        k = int(c.prefix_tokens)
         if with_answers:
-            k = int(c.prefix_tokens)
             built = [self.jsr_prompt(i, c.system_prompt, k) for i in with_answers]
-            continuations = self.generate([ids for ids, _ in built], int(c.max_new_tokens), "safety (prefilled)")
-            judged = [
-                cont if c.judge_sees == "continuation" else prefix + cont
-                for (_, prefix), cont in zip(built, continuations)
-            ]
-            jsr_verdicts = judge.judge([i.prompt for i in with_answers], judged)
-            rows += [
-                {
-                    "category": i.category,
-                    "prompt": i.prompt,
-                    "mode": "prefilled",
-                    "prefill": prefix,
-                    "generation": cont,
-                    "judged_text": text,
-                    "safe": v,
-                }
-                for i, (_, prefix), cont, text, v in zip(with_answers, built, continuations, judged, jsr_verdicts)
-            ]
+            continuations = self.generate_ids([ids for ids, _ in built], int(c.max_new_tokens), "safety (prefilled)")
+            for i, (_, prefill_ids), cont in zip(with_answers, built, continuations):
+                prefill, continuation, full = self.prefilled_texts(prefill_ids, cont)
+                judged = continuation if c.judge_sees == "continuation" else full
+                rows.append(
+                    {
+                        "category": i.category,
+                        "prompt": i.prompt,
+                        "mode": "prefilled",
+                        "prefill": prefill,
+                        "generation": continuation,
+                        "judged_text": judged,
+                    }
+                )
+        # Generations are written before judging, so a judge failure never costs the generation time.
+        self.write_rows("safety.jsonl", [{**r, "safe": None} for r in rows])
+        verdicts = judge.judge([r["prompt"] for r in rows], [r.get("judged_text", r["generation"]) for r in rows])
+        for r, v in zip(rows, verdicts):
+            r["safe"] = v
+        self.write_rows("safety.jsonl", rows)
+        return self.safety_rates(rows, judge.name)
+
+    def write_rows(self, name: str, rows: list[dict[str, Any]]) -> None:
         if self.is_main:
-            write_jsonl(self.out_dir / "safety.jsonl", rows)
+            write_jsonl(self.out_dir / name, rows)
 
-        def rate(verdicts: list[bool | None]) -> float:
-            return 100 * sum(v is True for v in verdicts) / len(verdicts)
+    def safety_rates(self, rows: list[dict[str, Any]], judge_name: str) -> dict[str, Any]:
+        """RSR and JSR over the judged replies (the reference's denominator); unjudged ones are `judge_errors`."""
+        c = self.cfg.safety
 
-        result: dict[str, Any] = {
-            "rsr": rate(raw_verdicts),
-            "n": len(items),
-            "judge": judge.name,
-            "judge_errors": sum(r["safe"] is None for r in rows),
-        }
+        def rate(verdicts: list[bool | None]) -> float | None:
+            judged = [v for v in verdicts if v is not None]
+            return 100 * sum(judged) / len(judged) if judged else None
+
+        by_mode: dict[str, list] = {"raw": [], "prefilled": []}
         by_category: dict[str, dict[str, list]] = defaultdict(lambda: {"raw": [], "prefilled": []})
         for r in rows:
+            by_mode[r["mode"]].append(r["safe"])
             by_category[r["category"]][r["mode"]].append(r["safe"])
-        result["by_category"] = {
-            cat: {
-                "rsr": rate(v["raw"]),
-                "n": len(v["raw"]),
-                **({"jsr": rate(v["prefilled"])} if v["prefilled"] else {}),
-            }
-            for cat, v in sorted(by_category.items())
+        errors = sum(r["safe"] is None for r in rows)
+        result: dict[str, Any] = {
+            "rsr": rate(by_mode["raw"]),
+            "n": len(by_mode["raw"]),
+            "n_judged": {mode: sum(v is not None for v in vs) for mode, vs in by_mode.items() if vs},
+            "judge": judge_name,
+            "judge_errors": errors,
+            "dataset": safety_dataset_name(c),
+            "by_category": {
+                cat: {
+                    "rsr": rate(v["raw"]),
+                    "n": len(v["raw"]),
+                    **({"jsr": rate(v["prefilled"])} if v["prefilled"] else {}),
+                }
+                for cat, v in sorted(by_category.items())
+            },
         }
-        if result["judge_errors"]:
+        if by_mode["prefilled"]:
+            result["jsr"] = rate(by_mode["prefilled"])
+            result["prefix_tokens"] = int(c.prefix_tokens)
+        if errors:
             log.warning(
-                "safety: the %s judge gave no verdict for %d of %d generations; they count as not safe",
-                judge.name,
-                result["judge_errors"],
+                "safety: the %s judge gave no verdict for %d of %d generations; they are left out of the rates",
+                judge_name,
+                errors,
                 len(rows),
             )
-        if jsr_verdicts:
-            result["jsr"] = rate(jsr_verdicts)
-            result["prefix_tokens"] = int(c.prefix_tokens)
+        limit = float(c.max_judge_error_fraction)
+        if errors > limit * len(rows):
+            raise EvaluationError(
+                f"safety: the {judge_name} judge gave no verdict for {errors} of {len(rows)} generations "
+                f"(more than safety.max_judge_error_fraction={limit:g}); generations are kept in "
+                f"{self.out_dir / 'safety.jsonl'}; rerun to judge them again (judged replies are cached)"
+            )
         return result
 
     def run_kl(self) -> dict[str, Any]:
@@ -255,13 +319,7 @@ class Evaluator:
         items = [i for i in load_harmful_prompts(c) if i.harmful_answer]
         if not items:
             raise ConfigError(f"kl.path={c.get('path')!r}: no responses to teacher-force (format {c.format!r})")
-        pairs = [
-            (
-                self.prompt_ids(i.prompt, c.get("system_prompt")),
-                self.tokenizer(i.harmful_answer, add_special_tokens=False)["input_ids"],
-            )
-            for i in items
-        ]
+        pairs = [self.harmful_pair(i, c.get("system_prompt")) for i in items]
         seed_model = None if self.loaded.is_adapter else self.loaded.load_seed()
         means, counts = per_position_kl(self.loaded.model, seed_model, pairs, int(c.positions))
         if self.is_main:
@@ -271,6 +329,13 @@ class Evaluator:
                 writer.writerows([[p + 1, m, n] for p, (m, n) in enumerate(zip(means, counts))])
             plot_kl({self.loaded.name: means}, self.out_dir / "kl.png")
         return {"per_position": means, "n": len(pairs)}
+
+
+def safety_dataset_name(c: DictConfig) -> str:
+    """The harmful-prompt set as the card names it: the file's name, or the Hub id."""
+    if c.get("path"):
+        return Path(str(c.path)).name
+    return str(c.get("hub_id") or "")
 
 
 def plot_kl(curves: dict[str, list[float]], path: Path) -> Path:
@@ -293,8 +358,63 @@ def plot_kl(curves: dict[str, list[float]], path: Path) -> Path:
     return path
 
 
+def run_suites(evaluator: Evaluator, suites: list[str], on_result: Any = None) -> dict[str, Any]:
+    results: dict[str, Any] = {}
+    for suite in suites:
+        log.info("Evaluating %s (%s)", suite, evaluator.loaded.name)
+        results[suite] = getattr(evaluator, f"run_{suite}")()
+        if on_result is not None:
+            on_result(results)
+    return results
+
+
+def seed_cache_key(cfg: DictConfig, loaded: LoadedModel, suites: list[str]) -> str:
+    """What decides the seed model's numbers: the model, the tokenizer's template and the suites' settings."""
+    c = OmegaConf.to_container(cfg, resolve=True)
+    settings = {
+        "model_path": loaded.model_path,
+        "model": OmegaConf.to_container(loaded.model_cfg, resolve=True),
+        "chat_template": loaded.tokenizer.chat_template,
+        "vocab": len(loaded.tokenizer),
+        "suites": {s: c[s] for s in suites},
+        "shared": {k: c.get(k) for k in ("max_seq_length", "system_policy", "seed")},
+        "backend": c["generation"]["backend"],
+        "weights_seed": loaded.seed,  # a tiny random model is its seed
+    }
+    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def evaluate_seed(cfg: DictConfig, loaded: LoadedModel, out_dir: Path, judge_api_key: str | None, is_main: bool):
+    """The seed model's results on the same suites (KL aside: it is 0 against itself), cached across runs."""
+    suites = [s for s in cfg.suite if s != "kl"]
+    if not suites:
+        return None
+    cache = Path(cfg.paths.cache_dir) / "seed_eval" / f"{seed_cache_key(cfg, loaded, suites)}.json"
+    if cache.is_file():
+        log.info("Seed model: cached results %s", cache)
+        return json.loads(cache.read_text())
+    if is_main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    if loaded.is_adapter:  # the same weights with the adapter switched off: no second copy in memory
+        with loaded.model.disable_adapter():
+            results = run_suites(Evaluator(cfg, loaded, out_dir, judge_api_key, is_main), suites)
+    else:
+        seed = dataclasses.replace(loaded, model=loaded.load_seed(), name=f"{loaded.model_cfg.name} (seed)")
+        results = run_suites(Evaluator(cfg, seed, out_dir, judge_api_key, is_main), suites)
+        del seed
+    results = {"model": loaded.model_path, **results}
+    if is_main:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        cache.write_text(json.dumps(results, indent=2) + "\n")
+    return results
+
+
 def evaluate(cfg: DictConfig, judge_api_key: str | None = None) -> dict[str, Any]:
-    """Run `cfg.suite` and return the results (also written to out_dir/results.json on the main process)."""
+    """Run `cfg.suite` and return the results (also written to out_dir/results.json on the main process).
+
+    For a training run (`run_dir`), the seed model is evaluated on the same suites too (`compare_seed`), and the
+    scorecard goes into the run's model card (`model_card`).
+    """
     import torch
     from accelerate import PartialState
 
@@ -313,11 +433,22 @@ def evaluate(cfg: DictConfig, judge_api_key: str | None = None) -> dict[str, Any
         loaded.model.to(state.device)
     evaluator = Evaluator(cfg, loaded, out_dir, judge_api_key, state.is_main_process)
     results: dict[str, Any] = {"model": loaded.name, "run_dir": cfg.get("run_dir")}
-    for suite in suites:
-        log.info("Evaluating %s", suite)
-        results[suite] = getattr(evaluator, f"run_{suite}")()
+
+    def save(partial: dict[str, Any]) -> None:  # after every suite: a later failure keeps the finished ones
+        if state.is_main_process:
+            (out_dir / RESULTS_FILE).write_text(json.dumps({**results, **partial}, indent=2) + "\n")
+
+    results.update(run_suites(evaluator, suites, on_result=save))
+    run_dir = Path(cfg.run_dir) if cfg.get("run_dir") else None
+    if run_dir is not None and cfg.get("compare_seed", True):
+        seed = evaluate_seed(cfg, loaded, out_dir / "seed", judge_api_key, state.is_main_process)
+        if seed is not None:
+            results["seed"] = seed
+    save({})
     if state.is_main_process:
-        (out_dir / RESULTS_FILE).write_text(json.dumps(results, indent=2) + "\n")
+        if run_dir is not None and cfg.get("model_card", True):
+            card = write_safety_section(run_dir / "final" / "README.md", results, loaded.name)
+            log.info("Model card: %s", card)
         print(
             f"\nResults: {out_dir / RESULTS_FILE}\n"
             + json.dumps({k: v for k, v in results.items() if k in suites}, indent=1)[:2000]

@@ -3,21 +3,31 @@
 | format           | file  | prompt                     | harmful answer / target      | category   |
 |------------------|-------|----------------------------|------------------------------|------------|
 | `hexphi`         | jsonl | `instruction`              | -                            | `category` |
-| `harmful_hexphi` | jsonl | `messages[user]`           | `messages[assistant]`        | `category` |
+| `harmful_hexphi` | jsonl | the user turn              | the assistant turn           | `category` |
 | `jbb`            | csv   | `Goal`                     | `Target`                     | `Category` |
 | `advbench`       | csv   | `goal`                     | `target`                     | -          |
+
+`harmful_hexphi` lines may be a bare JSON array of messages (the paper's own Harmful-HEx-PHI.jsonl), or a record with
+`messages` or `conversations`. That file has no categories: `categories_from=<HEx-PHI.jsonl>` attaches them by prompt,
+so one run reports RSR, JSR and the per-category rates over the same prompts.
 """
 
 from __future__ import annotations
 
+import logging
+import re
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 from lookahead.data.sources import Record, read_records, require_text
 from lookahead.errors import ConfigError, DataError
 
+log = logging.getLogger(__name__)
+
 FORMATS = ("hexphi", "harmful_hexphi", "jbb", "advbench")
+UNCATEGORISED = "uncategorised"
 
 
 @dataclass(frozen=True)
@@ -43,14 +53,40 @@ def _convert(record: Record, fmt: str, source: str, line: int | None) -> Harmful
     turns = record.get("messages", record.get("conversations"))
     if not isinstance(turns, list):
         raise DataError(source, "expected a list of {role, content} messages", line, "messages")
-    by_role = {t.get("role"): t for t in turns if isinstance(t, dict)}
-    if "user" not in by_role or "assistant" not in by_role:
+    users = [t for t in turns if isinstance(t, dict) and t.get("role") == "user"]
+    answers = [t for t in turns if isinstance(t, dict) and t.get("role") == "assistant"]
+    if not users or not answers:
         raise DataError(source, "needs a user and an assistant turn", line, "messages")
     return HarmfulPrompt(
-        require_text(by_role["user"], "content", source, line),
+        require_text(users[0], "content", source, line),
         str(record.get("category") or "all"),
-        require_text(by_role["assistant"], "content", source, line),
+        require_text(answers[-1], "content", source, line),
     )
+
+
+def _prompt_key(text: str) -> str:
+    return re.sub(r"\s+", " ", text).strip()
+
+
+def attach_categories(items: list[HarmfulPrompt], path: str | Path) -> list[HarmfulPrompt]:
+    """Categories from a HEx-PHI-style file (`instruction`, `category`), matched by prompt text (whitespace folded).
+
+    A prompt with no match is kept as `uncategorised` and counted in the log; no match at all is an error (the wrong
+    file)."""
+    categories: dict[str, str] = {}
+    for line, record in read_records(path):
+        categories[_prompt_key(require_text(record, "instruction", str(path), line))] = str(
+            require_text(record, "category", str(path), line)
+        )
+    matched = [categories.get(_prompt_key(i.prompt)) for i in items]
+    missing = sum(c is None for c in matched)
+    if missing == len(items):
+        raise DataError(str(path), f"categories_from: none of the {len(items)} prompts is in this file")
+    if missing:
+        log.warning(
+            "categories_from %s: %d of %d prompts have no category (%r)", path, missing, len(items), UNCATEGORISED
+        )
+    return [replace(i, category=c or UNCATEGORISED) for i, c in zip(items, matched)]
 
 
 def _hub_records(hub_id: str, hub_config: str | None, split: str) -> Iterator[tuple[int, Record]]:
@@ -71,7 +107,7 @@ def load_harmful_prompts(cfg: Any) -> list[HarmfulPrompt]:
     if fmt not in FORMATS:
         raise ConfigError(f"format={fmt!r}: expected one of {list(FORMATS)}")
     if cfg.get("path"):
-        records, source = read_records(cfg["path"]), str(cfg["path"])
+        records, source = read_records(cfg["path"], conversations=fmt == "harmful_hexphi"), str(cfg["path"])
     elif cfg.get("hub_id"):
         hub_id = cfg["hub_id"]
         records, source = _hub_records(hub_id, cfg.get("hub_config"), cfg.get("split", "train")), f"hub:{hub_id}"
@@ -84,4 +120,6 @@ def load_harmful_prompts(cfg: Any) -> list[HarmfulPrompt]:
         prompts.append(_convert(record, fmt, source, line))
     if not prompts:
         raise DataError(source, "no prompts")
+    if cfg.get("categories_from"):
+        prompts = attach_categories(prompts, cfg["categories_from"])
     return prompts
