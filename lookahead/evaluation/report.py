@@ -1,5 +1,5 @@
-"""Sweep reports: one row per run (method, m or P, RSR, JSR, utility, first-k train loss), a safety-utility scatter
-with its Pareto front, and the KL curves overlaid."""
+"""Sweep reports: one row per run (method, m or P, RSR, JSR, utility, first-k train loss, and each run's change from
+its seed model), a safety-utility scatter with its Pareto front, and the KL curves overlaid."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from lookahead.evaluation.runner import plot_kl
 from lookahead.reporting import SUMMARY_FILE, escape_markdown
 
 COLUMNS = ["run", "method", "preview", "rsr", "jsr", "utility", "utility_metric", "loss_first_k", "final_loss"]
+CHANGES = ["rsr_change", "jsr_change", "utility_change"]  # this run minus its seed model
 
 
 def find_runs(paths: list[Path]) -> list[Path]:
@@ -41,13 +42,9 @@ def run_row(run_dir: Path) -> dict[str, Any]:
         "real_prefix": f"m={OmegaConf.select(cfg, 'method.m')}",
         "virtual_prefix": f"P={OmegaConf.select(cfg, 'method.prefix')!r}",
     }.get(method, "")
-    utility, metric = None, ""
-    if "gsm8k" in results:
-        utility, metric = results["gsm8k"]["accuracy"], "gsm8k_accuracy"
-    elif "samsum" in results:
-        utility, metric = results["samsum"]["rouge1"], "samsum_rouge1"
+    utility, metric = _utility(results)
     safety = results.get("safety", {})
-    return {
+    row = {
         "run": run_dir.name,
         "method": method,
         "preview": preview,
@@ -58,6 +55,40 @@ def run_row(run_dir: Path) -> dict[str, Any]:
         "loss_first_k": summary.get("loss_first_k"),
         "final_loss": summary.get("final_loss"),
     }
+    # evaluate.py stores the seed model's numbers next to a run's own (compare_seed).
+    seed = results.get("seed")
+    row["_seed"] = (
+        {
+            "rsr": seed.get("safety", {}).get("rsr"),
+            "jsr": seed.get("safety", {}).get("jsr"),
+            "utility": _utility(seed)[0],
+        }
+        if seed
+        else None
+    )
+    return row
+
+
+def _utility(results: dict[str, Any]) -> tuple[float | None, str]:
+    if "gsm8k" in results:
+        return results["gsm8k"]["accuracy"], "gsm8k_accuracy"
+    if "samsum" in results:
+        return results["samsum"]["rouge1"], "samsum_rouge1"
+    return None, ""
+
+
+def add_changes(rows: list[dict[str, Any]]) -> None:
+    """Each run's change from its seed: the seed numbers stored with the run, else the report's one seed row with
+    the same utility metric (a seed-model evaluation such as reproduce_paper.sh's `<dataset>-seed`)."""
+    seed_rows = [r for r in rows if r["method"] == "seed"]
+    for row in rows:
+        seed = row.pop("_seed")
+        if seed is None and row["method"] != "seed":
+            same = [s for s in seed_rows if s["utility_metric"] == row["utility_metric"]]
+            seed = same[0] if len(same) == 1 else None
+        for key in ("rsr", "jsr", "utility"):
+            ok = seed is not None and row[key] is not None and seed.get(key) is not None
+            row[f"{key}_change"] = row[key] - seed[key] if ok else None
 
 
 def pareto_front(points: list[tuple[float, float]]) -> list[int]:
@@ -69,12 +100,14 @@ def pareto_front(points: list[tuple[float, float]]) -> list[int]:
     ]
 
 
-def _fmt(value: Any) -> str:
+def _fmt(value: Any, signed: bool = False) -> str:
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and signed:
+        return f"{value:+.2f}"
     return f"{value:.2f}" if isinstance(value, float) else ("" if value is None else str(value))
 
 
-def _cell(value: Any) -> str:
-    return escape_markdown(_fmt(value))
+def _cell(value: Any, signed: bool = False) -> str:
+    return escape_markdown(_fmt(value, signed))
 
 
 def write_report(paths: list[Path], out_dir: Path) -> dict[str, Path]:
@@ -85,14 +118,16 @@ def write_report(paths: list[Path], out_dir: Path) -> dict[str, Path]:
         )
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = [run_row(r) for r in runs]
+    add_changes(rows)
+    columns = COLUMNS + CHANGES
     written = {"csv": out_dir / "report.csv", "markdown": out_dir / "report.md"}
     with written["csv"].open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=COLUMNS)
+        writer = csv.DictWriter(f, fieldnames=columns)
         writer.writeheader()
         writer.writerows(rows)
-    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     # Table cells come from data and config: escaped, so a value can neither run as markup nor break the table.
-    lines += ["| " + " | ".join(_cell(r[c]) for c in COLUMNS) + " |" for r in rows]
+    lines += ["| " + " | ".join(_cell(r[c], signed=c in CHANGES) for c in columns) + " |" for r in rows]
     written["markdown"].write_text("\n".join(lines) + "\n")
 
     import matplotlib

@@ -368,45 +368,49 @@ def run_suites(evaluator: Evaluator, suites: list[str], on_result: Any = None) -
     return results
 
 
-def seed_cache_key(cfg: DictConfig, loaded: LoadedModel, suites: list[str]) -> str:
-    """What decides the seed model's numbers: the model, the tokenizer's template and the suites' settings."""
+def seed_cache_key(cfg: DictConfig, loaded: LoadedModel, suite: str) -> str:
+    """What decides the seed model's numbers on one suite: the model, the tokenizer's template, the suite's settings."""
     c = OmegaConf.to_container(cfg, resolve=True)
     settings = {
         "model_path": loaded.model_path,
         "model": OmegaConf.to_container(loaded.model_cfg, resolve=True),
+        "weights_seed": loaded.seed,  # a tiny random model is its seed
         "chat_template": loaded.tokenizer.chat_template,
         "vocab": len(loaded.tokenizer),
-        "suites": {s: c[s] for s in suites},
-        "shared": {k: c.get(k) for k in ("max_seq_length", "system_policy", "seed")},
+        "suite": [suite, c[suite]],
+        "shared": {k: c.get(k) for k in ("max_seq_length", "system_policy")},
         "backend": c["generation"]["backend"],
-        "weights_seed": loaded.seed,  # a tiny random model is its seed
     }
     return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def evaluate_seed(cfg: DictConfig, loaded: LoadedModel, out_dir: Path, judge_api_key: str | None, is_main: bool):
-    """The seed model's results on the same suites (KL aside: it is 0 against itself), cached across runs."""
-    suites = [s for s in cfg.suite if s != "kl"]
-    if not suites:
-        return None
-    cache = Path(cfg.paths.cache_dir) / "seed_eval" / f"{seed_cache_key(cfg, loaded, suites)}.json"
-    if cache.is_file():
-        log.info("Seed model: cached results %s", cache)
-        return json.loads(cache.read_text())
-    if is_main:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    if loaded.is_adapter:  # the same weights with the adapter switched off: no second copy in memory
-        with loaded.model.disable_adapter():
-            results = run_suites(Evaluator(cfg, loaded, out_dir, judge_api_key, is_main), suites)
-    else:
-        seed = dataclasses.replace(loaded, model=loaded.load_seed(), name=f"{loaded.model_cfg.name} (seed)")
-        results = run_suites(Evaluator(cfg, seed, out_dir, judge_api_key, is_main), suites)
-        del seed
-    results = {"model": loaded.model_path, **results}
-    if is_main:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        cache.write_text(json.dumps(results, indent=2) + "\n")
-    return results
+    """The seed model's results on the same suites (KL aside: it is 0 against itself). Each suite's result is cached
+    in `seed_cache_dir`, so the runs of a sweep evaluate their seed once."""
+    cache_dir = Path(cfg.get("seed_cache_dir") or Path(cfg.paths.cache_dir) / "seed_eval")
+    caches = {s: cache_dir / f"{s}-{seed_cache_key(cfg, loaded, s)}.json" for s in cfg.suite if s != "kl"}
+    results: dict[str, Any] = {"model": loaded.model_path}
+    for suite, path in caches.items():
+        if path.is_file():
+            log.info("Seed model: cached %s results %s", suite, path)
+            results[suite] = json.loads(path.read_text())
+    todo = [s for s in caches if s not in results]
+    if todo:
+        if is_main:
+            out_dir.mkdir(parents=True, exist_ok=True)
+        if loaded.is_adapter:  # the same weights with the adapter switched off: no second copy in memory
+            with loaded.model.disable_adapter():
+                fresh = run_suites(Evaluator(cfg, loaded, out_dir, judge_api_key, is_main), todo)
+        else:
+            seed = dataclasses.replace(loaded, model=loaded.load_seed(), name=f"{loaded.model_cfg.name} (seed)")
+            fresh = run_suites(Evaluator(cfg, seed, out_dir, judge_api_key, is_main), todo)
+            del seed
+        results.update(fresh)
+        if is_main:
+            cache_dir.mkdir(parents=True, exist_ok=True)
+            for suite in todo:
+                caches[suite].write_text(json.dumps(fresh[suite], indent=2) + "\n")
+    return results if caches else None
 
 
 def evaluate(cfg: DictConfig, judge_api_key: str | None = None) -> dict[str, Any]:

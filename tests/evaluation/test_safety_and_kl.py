@@ -75,7 +75,11 @@ class TestPaperFiles:
 
     def test_messages_and_conversations_records_still_load(self, tmp_path):
         path = tmp_path / "h.jsonl"
-        turns = [{"role": "system", "content": "s"}, {"role": "user", "content": "u"}, {"role": "assistant", "content": "a"}]
+        turns = [
+            {"role": "system", "content": "s"},
+            {"role": "user", "content": "u"},
+            {"role": "assistant", "content": "a"},
+        ]
         path.write_text(json.dumps({"conversations": turns, "category": "c"}) + "\n")
         assert load_harmful_prompts(safety_cfg(path, "harmful_hexphi")) == [HarmfulPrompt("u", "c", "a")]
 

