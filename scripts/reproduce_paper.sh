@@ -13,6 +13,10 @@
 #   --out DIR         where runs and the report go (default outputs/paper)
 #   --data-dir DIR    local data: DIR/{gsm8k,samsum}/{train,test}.jsonl (default: the Hub copies)
 #   --safety FILE     harmful prompts for the safety suite, JailbreakBench CSV format (default: ../shared's copy)
+#   --hexphi FILE     the paper's HEx-PHI.jsonl ({"instruction", "category"}): RSR on its 330 prompts, by category
+#   --harmful-hexphi FILE   the paper's Harmful-HEx-PHI.jsonl (bare [user, assistant] arrays): JSR with the first 3
+#                     harmful-answer tokens prefilled. With both, one safety run reports RSR, JSR and by_category
+#                     over the same prompts: the paper's protocol. Either replaces --safety.
 #   --datasets "..."  (default "gsm8k samsum");  --methods "..." (default: all five fine-tunes)
 #   --train "..."     extra train.py overrides for every run;  --sdft "..." extra overrides for the SDFT rows only
 #   --eval "..."      extra evaluate.py overrides for every evaluation
@@ -20,7 +24,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-model=llama2 gpus=4 out=outputs/paper data_dir="" safety=../shared/data/safety/jbb_behaviors.csv
+model=llama2 gpus=4 out=outputs/paper data_dir="" safety=../shared/data/safety/jbb_behaviors.csv hexphi="" harmful=""
 accelerate_config=configs/accelerate/fsdp.yaml
 datasets="gsm8k samsum" methods="vanilla sdft constrained_sft real_prefix virtual_prefix"
 train_extra="" sdft_extra="" eval_extra=""
@@ -32,6 +36,8 @@ while [ $# -gt 0 ]; do
     --out) out=$2; shift 2 ;;
     --data-dir) data_dir=$2; shift 2 ;;
     --safety) safety=$2; shift 2 ;;
+    --hexphi) hexphi=$2; shift 2 ;;
+    --harmful-hexphi) harmful=$2; shift 2 ;;
     --datasets) datasets=$2; shift 2 ;;
     --methods) methods=$2; shift 2 ;;
     --train) train_extra=$2; shift 2 ;;
@@ -48,13 +54,23 @@ else
 fi
 export HF_HUB_OFFLINE=${HF_HUB_OFFLINE:-0}
 
+# The safety set: the paper's two HEx-PHI files when given, else JailbreakBench (the offline default).
+if [ -n "$harmful" ]; then
+  safety_args=("safety.path=$harmful" "safety.format=harmful_hexphi")
+  [ -n "$hexphi" ] && safety_args+=("safety.categories_from=$hexphi")
+elif [ -n "$hexphi" ]; then
+  safety_args=("safety.path=$hexphi" "safety.format=hexphi")
+else
+  safety_args=("safety.path=$safety" "safety.format=jbb")
+fi
+
 for dataset in $datasets; do
   train_data=() eval_data=()
   if [ -n "$data_dir" ]; then
     train_data=("dataset.path=$data_dir/$dataset/train.jsonl")
     eval_data=("$dataset.path=$data_dir/$dataset/test.jsonl")
   fi
-  suites=("suite=[$dataset,safety]" "safety.path=$safety" "${eval_data[@]}")
+  suites=("suite=[$dataset,safety]" "${safety_args[@]}" "${eval_data[@]}")
 
   echo "== $dataset / seed model"
   # shellcheck disable=SC2086

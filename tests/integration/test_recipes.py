@@ -12,10 +12,10 @@ import pytest
 import lookahead.sdft
 from lookahead.training import train
 from tests.conftest import GSM8K_TRAIN, ROOT, SHARED, compose, python_cli, read_metrics, requires_shared, tiny_overrides
+from tests.evaluation.test_safety_and_kl import HEXPHI_ROWS, write_paper_files
 
 pytestmark = [requires_shared, pytest.mark.slow]
 
-JBB = SHARED / "data" / "safety" / "jbb_behaviors.csv"
 
 
 def sdft_overrides(tmp_path, *extra):
@@ -113,11 +113,13 @@ def test_reproduce_paper_script_runs_every_row_on_the_tiny_model(tmp_path):
     )
     eval_args = f"{tokenizer} gsm8k.max_new_tokens=4 samsum.max_new_tokens=4 safety.limit=2 safety.max_new_tokens=4"
     out = tmp_path / "paper"
+    hexphi, harmful = write_paper_files(tmp_path)  # the paper's safety files, in their published shapes
     import sys
 
     result = subprocess.run(
         [str(ROOT / "scripts" / "reproduce_paper.sh"), "--model", "tiny", "--gpus", "1", "--out", str(out),
-         "--data-dir", str(data), "--safety", str(JBB), "--train", train_args, "--sdft", "method.max_new_tokens=4",
+         "--data-dir", str(data), "--hexphi", str(hexphi), "--harmful-hexphi", str(harmful), "--train", train_args,
+         "--sdft", "method.max_new_tokens=4",
          "--eval", eval_args],
         env={**__import__("os").environ, "PYTHON": sys.executable, "HF_HUB_OFFLINE": "1"},
         capture_output=True, text=True, timeout=1800,
@@ -130,5 +132,8 @@ def test_reproduce_paper_script_runs_every_row_on_the_tiny_model(tmp_path):
     assert all(r["rsr"] != "" and r["utility"] != "" for r in rows)  # every row evaluated: safety and utility
     assert len((out / "report" / "report.md").read_text().splitlines()) == 2 + 12
     assert (out / "report" / "safety_utility.png").is_file()
+    safety = json.loads((out / "runs" / "samsum-virtual_prefix" / "eval" / "results.json").read_text())["safety"]
+    assert sorted(safety["by_category"]) == sorted(c for _, c in HEXPHI_ROWS[:2]) and safety["jsr"] is not None
+    assert all(r["rsr_change"] != "" for r in rows if r["method"] != "seed")  # each run against its seed
     metrics = read_metrics(out / "runs" / "gsm8k-real_prefix" / "metrics.jsonl")
     assert metrics[0]["train/examples"] == 8
