@@ -17,7 +17,6 @@ from tests.evaluation.test_safety_and_kl import HEXPHI_ROWS, write_paper_files
 pytestmark = [requires_shared, pytest.mark.slow]
 
 
-
 def sdft_overrides(tmp_path, *extra):
     return [*tiny_overrides(), "method=sdft", "method.max_new_tokens=12", "trainer.max_steps=2",
             f"paths.cache_dir={tmp_path / 'cache'}", *extra]  # fmt: skip
