@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from lookahead.errors import ConfigError
 
 METHODS = ("vanilla", "real_prefix", "virtual_prefix", "constrained_sft", "sdft")
 LOGGERS = ("wandb", "tensorboard", "none")
+
+log = logging.getLogger(__name__)
 
 # cfg.trainer keys that are ours, not TrainingArguments fields.
 _OWN_TRAINER_KEYS = {
@@ -19,13 +22,23 @@ _OWN_TRAINER_KEYS = {
     "first_k",
     "pad_to_multiple_of",
     "packing",
+    "padding_free",
     "group_by_length",
+    "loss_chunk_tokens",
 }
 
 
 def validate(cfg: DictConfig) -> None:
     """Refuse values that would otherwise fail late or, worse, train silently wrong."""
     t = cfg.trainer
+    if t.get("packing") is not None:  # the old name of padding_free (TRL's name for it)
+        log.warning("trainer.packing is deprecated: it is now trainer.padding_free (set to %s)", bool(t.packing))
+        with open_dict(t):
+            t.padding_free = bool(t.packing)
+            t.packing = None
+    chunk = t.get("loss_chunk_tokens")
+    if chunk is not None and (not isinstance(chunk, int) or isinstance(chunk, bool) or chunk < 0):
+        raise ConfigError(f"trainer.loss_chunk_tokens={chunk!r}: expected a whole number >= 0 (0: full logits)")
     checks = [
         ("trainer.learning_rate", t.learning_rate, lambda v: v > 0, "must be > 0"),
         ("trainer.per_device_train_batch_size", t.per_device_train_batch_size, lambda v: v >= 1, "must be >= 1"),

@@ -16,6 +16,12 @@ from lookahead.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
+
+def hf_model(model: Any) -> Any:
+    """The transformers model under a PEFT wrapper (or the model itself)."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "auto": "auto"}
 
 # LoRA targets per architecture: every attention and MLP projection, as QLoRA recommends.

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 from lookahead.constants import IGNORE_INDEX
 from lookahead.errors import ConfigError
-from lookahead.loss import answer_positions
+from lookahead.loss import answer_positions, label_logps
 
 
 @dataclass(frozen=True)
@@ -65,40 +65,42 @@ class ConstrainedSFT:
         return -(weights * logps).sum() / denominator
 
 
-def label_logps(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """log p(label) at each shifted position (0 where ignored), and the mask of label positions; both (B, T-1)."""
-    targets = labels[:, 1:].to(logits.device)
-    is_label = targets != IGNORE_INDEX
-    logits = logits.to(torch.promote_types(logits.dtype, torch.float32))  # half -> float32; float64 stays
-    logps = -F.cross_entropy(
-        logits[:, :-1].reshape(-1, logits.size(-1)),
-        targets.reshape(-1),
-        ignore_index=IGNORE_INDEX,
-        reduction="none",
-    ).view_as(targets)
-    return logps, is_label
-
-
 def aligned_with_labels(shifted: torch.Tensor) -> torch.Tensor:
     """(B, T-1) values at shifted positions -> (B, T) aligned with `labels` (position 0 is never a label)."""
     return F.pad(shifted, (1, 0), value=0.0)
 
 
 @torch.no_grad()
-def adapter_disabled_logps(model: Any, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Reference log-probs of a LoRA model: the same forward with its adapter switched off. Aligned with labels."""
+def model_label_logps(model: Any, inputs: dict[str, torch.Tensor], chunk_tokens: int = 0) -> torch.Tensor:
+    """log p(label) under `model` for a batch, aligned with labels. With `chunk_tokens`, through the chunked
+    answer-only head (no full-vocabulary logits)."""
     labels = inputs["labels"]
     forward = {k: v for k, v in inputs.items() if k not in ("labels", "ref_logps")}
+    if chunk_tokens:
+        from lookahead.chunked_head import capture_hidden, label_logps_from_hidden
+
+        with capture_hidden(model) as (capture, head):
+            model(**forward, logits_to_keep=1)
+            logps = label_logps_from_hidden(capture.pop(), head, labels.to(head.weight.device), chunk_tokens)[0]
+    else:
+        logps = label_logps(model(**forward).logits, labels)[0]
+    return aligned_with_labels(logps)
+
+
+@torch.no_grad()
+def adapter_disabled_logps(model: Any, inputs: dict[str, torch.Tensor], chunk_tokens: int = 0) -> torch.Tensor:
+    """Reference log-probs of a LoRA model: the same forward with its adapter switched off. Aligned with labels."""
     with model.disable_adapter():
-        logits = model(**forward).logits
-    return aligned_with_labels(label_logps(logits, labels)[0])
+        return model_label_logps(model, inputs, chunk_tokens)
 
 
 REFERENCE_FILE = "reference_logps.safetensors"
 
 
 @torch.no_grad()
-def seed_logps(model: Any, collator: Any, examples: list[dict[str, Any]], batch_size: int) -> list[list[float]]:
+def seed_logps(
+    model: Any, collator: Any, examples: list[dict[str, Any]], batch_size: int, chunk_tokens: int = 0
+) -> list[list[float]]:
     """The seed model's log-prob of every label token of every (previewed) training example, in label order."""
     was_training = model.training
     model.eval()
@@ -107,17 +109,21 @@ def seed_logps(model: Any, collator: Any, examples: list[dict[str, Any]], batch_
     for start in range(0, len(examples), batch_size):
         chunk = examples[start : start + batch_size]
         batch = collator.pad([collator.trainable_encoding(ex) for ex in chunk])
-        logits = model(
-            input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device)
-        ).logits
-        aligned = aligned_with_labels(label_logps(logits, batch["labels"].to(device))[0]).cpu()
+        batch = {k: batch[k].to(device) for k in ("input_ids", "attention_mask", "labels")}
+        aligned = model_label_logps(model, batch, chunk_tokens).cpu()
         out += [aligned[row][batch["labels"][row] != IGNORE_INDEX].tolist() for row in range(len(chunk))]
     model.train(was_training)
     return out
 
 
 def cached_seed_logps(
-    path: Any, model: Any, collator: Any, examples: list[dict[str, Any]], batch_size: int, write: bool
+    path: Any,
+    model: Any,
+    collator: Any,
+    examples: list[dict[str, Any]],
+    batch_size: int,
+    write: bool,
+    chunk_tokens: int = 0,
 ) -> list[list[float]]:
     """`seed_logps`, computed once per run and kept in the run dir: a resumed run's model is no longer the seed."""
     from pathlib import Path
@@ -130,7 +136,7 @@ def cached_seed_logps(
         offsets, values = stored["offsets"].tolist(), stored["values"]
         if len(offsets) == len(examples) + 1:
             return [values[a:b].tolist() for a, b in zip(offsets[:-1], offsets[1:])]
-    refs = seed_logps(model, collator, examples, batch_size)
+    refs = seed_logps(model, collator, examples, batch_size, chunk_tokens)
     if write:
         offsets = torch.tensor([0, *torch.tensor([len(r) for r in refs]).cumsum(0).tolist()], dtype=torch.int64)
         values = torch.tensor([v for r in refs for v in r], dtype=torch.float32)

@@ -18,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from transformers import Trainer, TrainingArguments, set_seed
 
 from lookahead.callbacks import JsonlMetricsCallback, write_metrics_record
+from lookahead.chunked_head import capture_hidden, chunked_head_support
 from lookahead.config import training_arguments_kwargs, validate
 from lookahead.data.collator import LookaheadCollator
 from lookahead.data.prepare import filter_trainable
@@ -78,15 +79,44 @@ class LookaheadTrainer(Trainer):
         self.stopped_by_signal: int | None = None
         self._losses_finite: torch.Tensor | None = None
         self._staging = False
+        self.chunk_tokens = self._chunked_head_tokens()
+
+    def _chunked_head_tokens(self) -> int:
+        """`trainer.loss_chunk_tokens` when the chunked answer-only head can serve this model, else 0 (full logits)."""
+        chunk = int(self.answer_loss.chunk_tokens or 0)
+        if not chunk:
+            return 0
+        support = chunked_head_support(self.model)
+        sharded = self.is_fsdp_enabled or (
+            self.is_deepspeed_enabled and getattr(self.accelerator.state.deepspeed_plugin, "zero_stage", 0) == 3
+        )
+        if support.ok and sharded:
+            support.ok, support.reason = False, "its weights are sharded outside the forward pass (FSDP / ZeRO-3)"
+        if support.ok and self.args.use_liger_kernel:
+            support.ok, support.reason = False, "trainer.use_liger_kernel=true brings its own fused loss"
+        if not support.ok:
+            log.info("Loss: full-vocabulary logits, not the chunked answer-only head: %s", support.reason)
+            return 0
+        log.info("Loss: chunked answer-only head, %d tokens a chunk (no full-vocabulary logits)", chunk)
+        return chunk
 
     def compute_loss(self, model: Any, inputs: Any, return_outputs: bool = False, num_items_in_batch: Any = None):
         inputs = dict(inputs)
         reference = inputs.pop("ref_logps", None)  # precomputed for full fine-tunes under constrained_sft
         if self.answer_loss.objective is not None and model.training:
             if reference is None:  # LoRA: the seed model is this model with its adapter switched off
-                reference = adapter_disabled_logps(self.accelerator.unwrap_model(model), inputs)
+                reference = adapter_disabled_logps(self.accelerator.unwrap_model(model), inputs, self.chunk_tokens)
             self.answer_loss.reference = reference
-        return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        if not self.chunk_tokens:
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        # One position of logits from the model; the loss takes the last hidden state through the chunked head.
+        inputs["logits_to_keep"] = 1
+        with capture_hidden(self.accelerator.unwrap_model(model)) as hidden_from:
+            self.answer_loss.hidden_from = hidden_from
+            try:
+                return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            finally:
+                self.answer_loss.hidden_from = None
 
     def training_step(self, model: Any, inputs: Any, num_items_in_batch: Any = None) -> torch.Tensor:
         loss = super().training_step(model, inputs, num_items_in_batch)
@@ -261,7 +291,9 @@ def build_data(cfg: DictConfig, model_path: str) -> TrainingData:
     encoder = ChatEncoder(tokenizer, cfg.trainer.max_seq_length, cfg.dataset.system_policy)
     if not encoder.supports_system and cfg.dataset.get("system_prompt"):
         log.info("The chat template has no system role: dataset.system_policy=%s", cfg.dataset.system_policy)
-    collator = LookaheadCollator(encoder, strategy, cfg.trainer.get("pad_to_multiple_of"), bool(cfg.trainer.packing))
+    collator = LookaheadCollator(
+        encoder, strategy, cfg.trainer.get("pad_to_multiple_of"), bool(cfg.trainer.padding_free)
+    )
 
     examples = load_examples(cfg.dataset)
     train_examples, eval_examples = split_train_eval(examples, int(cfg.dataset.eval_size), cfg.trainer.seed)
@@ -340,6 +372,7 @@ def _train(cfg: DictConfig, state: Any, run_dir: Path) -> dict[str, Any]:
                 data.train,
                 cfg.trainer.per_device_eval_batch_size,
                 is_main,
+                chunk_tokens=int(cfg.trainer.loss_chunk_tokens or 0) if chunked_head_support(model).ok else 0,
             )
         for example, ref in zip(data.train, refs):
             example["ref_logps"] = ref
@@ -356,7 +389,9 @@ def _train(cfg: DictConfig, state: Any, run_dir: Path) -> dict[str, Any]:
         eval_dataset=data.eval or None,
         data_collator=data.collator,
         processing_class=data.tokenizer,
-        answer_loss=AnswerTokenLoss(cfg.trainer.first_k, objective=objective),
+        answer_loss=AnswerTokenLoss(
+            cfg.trainer.first_k, objective=objective, chunk_tokens=int(cfg.trainer.loss_chunk_tokens or 0)
+        ),
         group_by_length=bool(cfg.trainer.group_by_length),
         stop_request=(stop_request := StopRequest()),
         callbacks=[JsonlMetricsCallback(metrics_path)],

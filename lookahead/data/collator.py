@@ -33,12 +33,12 @@ class LookaheadCollator:
         encoder: ChatEncoder,
         strategy: PreviewStrategy,
         pad_to_multiple_of: int | None = None,
-        packing: bool = False,
+        padding_free: bool = False,
     ):
         self.encoder = encoder
         self.strategy = strategy
         self.pad_to_multiple_of = pad_to_multiple_of
-        self.packing = packing
+        self.padding_free = padding_free
         tok = encoder.tokenizer
         self.pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
 
@@ -77,7 +77,7 @@ class LookaheadCollator:
 
     def __call__(self, examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         encoded = [self.trainable_encoding(example) for example in examples]
-        batch = self.pack(encoded) if self.packing else self.pad(encoded)
+        batch = self.pack(encoded) if self.padding_free else self.pad(encoded)
         if all("ref_logps" in example for example in examples):
             batch["ref_logps"] = self.place_on_labels(batch["labels"], [ex["ref_logps"] for ex in examples])
         return batch
@@ -85,7 +85,7 @@ class LookaheadCollator:
     def place_on_labels(self, labels: torch.Tensor, values: list[list[float]]) -> torch.Tensor:
         """Per-example values for the label tokens (in order), placed at the label positions of the batch."""
         out = torch.zeros(labels.shape, dtype=torch.float32)
-        rows = [[v for ex in values for v in ex]] if self.packing else values
+        rows = [[v for ex in values for v in ex]] if self.padding_free else values
         for row, row_values in enumerate(rows):
             positions = (labels[row] != IGNORE_INDEX).nonzero().squeeze(-1)
             if len(positions) != len(row_values):

@@ -9,6 +9,8 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from lookahead.modeling import hf_model
+
 
 def stop_token_ids(model: Any, tokenizer: Any) -> list[int]:
     """EOS and end-of-turn ids: generation stops at any of them."""
@@ -16,11 +18,6 @@ def stop_token_ids(model: Any, tokenizer: Any) -> list[int]:
     configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
     ids.update(configured if isinstance(configured, (list, tuple)) else [configured])
     return sorted(i for i in ids if i is not None)
-
-
-def hf_model(model: Any) -> Any:
-    """The transformers model under a PEFT wrapper (or the model itself)."""
-    return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
 @contextlib.contextmanager

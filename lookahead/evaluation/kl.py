@@ -8,11 +8,14 @@ positions low.
 from __future__ import annotations
 
 import contextlib
+import inspect
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 import torch.nn.functional as F
+
+from lookahead.modeling import hf_model
 
 
 def seed_context(model: Any, seed_model: Any | None) -> tuple[Any, Callable[[], Any]]:
@@ -23,6 +26,13 @@ def seed_context(model: Any, seed_model: Any | None) -> tuple[Any, Callable[[], 
     if hasattr(model, "disable_adapter"):
         return model, model.disable_adapter
     raise ValueError("a full fine-tune needs the seed model loaded separately for KL")
+
+
+def span_logits(model: Any, ids: torch.Tensor, span: torch.Tensor) -> torch.Tensor:
+    """Logits of row 0 at the positions in `span` only (`logits_to_keep`), never the whole sequence's."""
+    if "logits_to_keep" in inspect.signature(hf_model(model).forward).parameters:
+        return model(input_ids=ids.to(span.device), logits_to_keep=span).logits[0]
+    return model(input_ids=ids.to(span.device)).logits[0, span]
 
 
 @torch.no_grad()
@@ -42,10 +52,10 @@ def per_position_kl(
             continue
         ids = torch.tensor([list(prompt_ids) + response_ids], device=device)
         # Logits at position t predict token t+1: the answer tokens are predicted from len(prompt)-1 on.
-        span = slice(len(prompt_ids) - 1, len(prompt_ids) - 1 + len(response_ids))
-        tuned = F.log_softmax(model(input_ids=ids).logits[0, span].double(), dim=-1)
+        span = torch.arange(len(prompt_ids) - 1, len(prompt_ids) - 1 + len(response_ids), device=device)
+        tuned = F.log_softmax(span_logits(model, ids, span).double(), dim=-1)
         with disabled():
-            seed = F.log_softmax(reference(input_ids=ids).logits[0, span].double(), dim=-1)
+            seed = F.log_softmax(span_logits(reference, ids, span.to(next(reference.parameters()).device)).double(), -1)
         kl = (seed.exp() * (seed - tuned)).sum(-1).clamp(min=0)
         sums[: len(response_ids)] += kl.cpu()
         counts[: len(response_ids)] += 1

@@ -54,7 +54,7 @@ def test_packed_batch_loss_equals_padded_batch_loss(attn):
         for r in gsm8k_records(4)
     ]
     padded = LookaheadCollator(encoder, RealPrefix(m=4))(examples)
-    packed = LookaheadCollator(encoder, RealPrefix(m=4), packing=True)(examples)
+    packed = LookaheadCollator(encoder, RealPrefix(m=4), padding_free=True)(examples)
     assert packed["input_ids"].shape[0] == 1 and "attention_mask" not in packed
     assert packed["input_ids"].shape[1] == int(padded["attention_mask"].sum())  # no pad token left
     assert int((packed["labels"] != -100).sum()) == int((padded["labels"] != -100).sum())
