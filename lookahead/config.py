@@ -25,6 +25,10 @@ _OWN_TRAINER_KEYS = {
     "padding_free",
     "group_by_length",
     "loss_chunk_tokens",
+    # The HF Trainer would push the run dir's root with its own card; lookahead pushes final/ itself.
+    "push_to_hub",
+    "hub_model_id",
+    "hub_private_repo",
 }
 
 
@@ -59,6 +63,8 @@ def validate(cfg: DictConfig) -> None:
             raise ConfigError("trainer.use_liger_kernel=true needs a CUDA GPU; leave it false on CPU")
         if importlib.util.find_spec("liger_kernel") is None:
             raise ConfigError("trainer.use_liger_kernel=true needs `pip install liger-kernel`")
+    if t.get("push_to_hub") and not t.get("hub_model_id"):
+        raise ConfigError("trainer.push_to_hub=true needs trainer.hub_model_id=<org/name>")
     if t.bf16 and t.fp16:
         raise ConfigError("trainer.bf16=true and trainer.fp16=true: choose one")
     if cfg.method.name not in METHODS:

@@ -38,43 +38,6 @@ def write_summary(run_dir: Path, summary: dict[str, Any]) -> Path:
     return path
 
 
-def write_model_card(final_dir: Path, cfg: DictConfig, summary: dict[str, Any]) -> Path:
-    """A short README.md next to the weights. Values that come from data or config are escaped."""
-    method = cfg.method.name
-    preview = {
-        "vanilla": "none (baseline fine-tune)",
-        "real_prefix": f"the first {cfg.method.get('m')} answer tokens, after {cfg.method.get('connector')!r}",
-        "virtual_prefix": f"{cfg.method.get('prefix')!r} in the prompt and at the start of the answer",
-    }.get(method, method)
-    loader = "AutoPeftModelForCausalLM" if summary.get("adapter") else "AutoModelForCausalLM"
-    lines = [
-        "---",
-        "library_name: " + ("peft" if summary.get("adapter") else "transformers"),
-        "tags: [lookahead, lookahead-tuning, safety]",
-        "---",
-        f"# {escape_markdown(cfg.run_name)}",
-        "",
-        f"Fine-tuned from {escape_markdown(summary.get('base_model'))} with "
-        "[LookAhead Tuning](https://arxiv.org/abs/2503.19041) by the `lookahead` framework.",
-        "",
-        f"- method: {escape_markdown(method)}; preview: {escape_markdown(preview)}",
-        f"- data: {escape_markdown(cfg.dataset.name)}, {summary['data'].get('train/kept')} training examples",
-        f"- steps: {summary.get('global_step')}; final training loss {summary.get('final_loss')}; "
-        f"loss on the first {cfg.trainer.first_k} answer tokens {summary.get('loss_first_k')}",
-        "",
-        "Prompts at inference are **not** previewed: use the chat template as usual.",
-        "",
-        "```python",
-        f"from {'peft' if summary.get('adapter') else 'transformers'} import {loader}",
-        f'model = {loader}.from_pretrained("{final_dir.name}")',
-        "```",
-        "",
-    ]
-    path = final_dir / "README.md"
-    path.write_text("\n".join(lines))
-    return path
-
-
 def collect_sweep(sweep_dir: Path) -> list[dict[str, Any]]:
     """One row per job folder of a multirun that wrote a summary."""
     rows = []

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import shlex
 import shutil
 import time
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from transformers import Trainer, TrainingArguments, set_seed
 
 from lookahead.callbacks import JsonlMetricsCallback, write_metrics_record
+from lookahead.card import hub_id, write_card
 from lookahead.chunked_head import capture_hidden, chunked_head_support
 from lookahead.config import training_arguments_kwargs, validate
 from lookahead.data.collator import LookaheadCollator
@@ -33,7 +35,7 @@ from lookahead.loss import AnswerTokenLoss
 from lookahead.modeling import apply_lora, load_model, load_tokenizer, resolve_model_path
 from lookahead.objectives import REFERENCE_FILE, ConstrainedSFT, adapter_disabled_logps, cached_seed_logps
 from lookahead.preview import preview_by_name
-from lookahead.reporting import last_logged, write_model_card, write_summary
+from lookahead.reporting import last_logged, write_summary
 from lookahead.rundir import (
     STAGING_DIR,
     check_same_run,
@@ -312,6 +314,41 @@ def build_data(cfg: DictConfig, model_path: str) -> TrainingData:
     return TrainingData(tokenizer, collator, train_examples, eval_examples, metrics)
 
 
+def command_line() -> str | None:
+    """The command that reproduces this run: `python train.py` and its overrides (None outside a Hydra app)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    try:
+        overrides = list(HydraConfig.get().overrides.task)
+    except ValueError:  # train() called directly, not through the command line
+        return None
+    return " ".join(["python train.py", *(shlex.quote(o) for o in overrides)])
+
+
+def make_adapter_portable(final_dir: Path, configured: str | None, loaded_from: str) -> None:
+    """Name the base model by its Hub id in adapter_config.json, so the adapter loads on any machine. The weights may
+    have come from a local copy (the packaged GGUF, a download folder); where no Hub id is known, keep the local
+    path and say so."""
+    import json
+
+    path = final_dir / "adapter_config.json"
+    if not path.is_file():
+        return
+    adapter = json.loads(path.read_text())
+    base = hub_id(configured)
+    if base is None:
+        log.warning(
+            "adapter_config.json names the base model by the local path %s: the adapter loads only where that path "
+            "exists (set model.path to the Hub id to make it portable)",
+            adapter.get("base_model_name_or_path"),
+        )
+        return
+    if adapter.get("base_model_name_or_path") != base:
+        log.info("adapter_config.json: base model %s (loaded from %s)", base, loaded_from)
+        adapter["base_model_name_or_path"] = base
+        path.write_text(json.dumps(adapter, indent=2, sort_keys=True) + "\n")
+
+
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Fine-tune as configured; returns the run summary (also written to run_dir/summary.json)."""
     from accelerate import PartialState
@@ -447,8 +484,17 @@ def _train(cfg: DictConfig, state: Any, run_dir: Path) -> dict[str, Any]:
     if is_main:
         data.tokenizer.save_pretrained(str(final_dir))
         (final_dir / "lookahead_config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
-        write_model_card(final_dir, cfg, summary)
+        if summary["adapter"]:
+            make_adapter_portable(final_dir, cfg.model.get("path"), model_path)
+        summary["command"] = command_line()
+        write_card(
+            final_dir, cfg, summary, kind="adapter" if summary["adapter"] else "full", command=summary["command"]
+        )
         write_summary(run_dir, summary)
+        if cfg.trainer.get("push_to_hub"):
+            from lookahead.hub import push_folder
+
+            push_folder(final_dir, str(cfg.trainer.hub_model_id), private=bool(cfg.trainer.get("hub_private_repo")))
         kind = "adapter" if summary["adapter"] else "model"
         print(
             f"\nDone: {trainer.state.global_step} steps, final loss {summary['final_loss']}, "

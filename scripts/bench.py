@@ -5,10 +5,16 @@ written to bench/results.json.
     python scripts/bench.py --only P4 --repeats 3
 
 P1  train run time for real_prefix and virtual_prefix against vanilla (same model, steps, data)
-P2  train tokens/s against TRL's SFTTrainer (same model, data, batch, completion-only masking)
-P3  train tokens/s with length grouping and padding-free packing against padded batches
+P2  train tokens/s against TRL's SFTTrainer (same model, data, batch, completion-only masking), at the SmolLM2 (49k)
+    and the Llama-3 (128k) vocabulary
+P3  train tokens/s with length grouping and padding-free batches against padded batches
 P4  batched eval generation (batch 32) against a per-prompt loop, on SmolLM2-135M
 P5  peak RSS of the default `python train.py`
+P7  peak RSS of training at the Llama-3 vocabulary: ours (chunked answer-only head) against TRL and against the
+    full-logits path (trainer.loss_chunk_tokens=0)
+P8  peak RSS of a SmolLM2 LoRA step, batch 8 x 320 tokens, no gradient checkpointing
+
+P2 and P7 share their runs: each variant trains in a fresh process (its peak RSS is its own), variants interleaved.
 """
 
 from __future__ import annotations
@@ -23,7 +29,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
 SHARED_GSM8K = ROOT.parent / "shared" / "data" / "gsm8k"
 
@@ -190,13 +195,44 @@ def ours_tokens_per_second(overrides: list[str], out: Path) -> float:
     return summary["data"]["train/tokens"] / summary["train_seconds"]
 
 
-def bench_p2(repeats: int, n: int = 8, batch: int = 8) -> dict:
-    """Ours against TRL's SFTTrainer: same model init, data, batch, completion-only masking, one epoch.
+VOCABS = {"smollm2": "smollm2-instruct", "llama3": "llama3-instruct"}  # shared tokenizers: 49,152 and 128,256
 
-    TRL runs with its defaults, as its users would. Its default loss is a fused LM head with a chunked log-prob
-    kernel (trl/kernels/chunked_logprob.py): Triton on a GPU, tiled torch ops on a CPU, where its backward dominates
-    the step (py-spy). That, not the data pipeline, is most of the gap on CPU; the GPU script measures both on GPU.
-    """
+
+def run_worker(spec: dict) -> dict:
+    """Train one variant in this process and report its tokens/s and this process's peak RSS."""
+    import resource
+
+    from lookahead.cli import compose_train_config
+
+    steps, batch = spec["steps"], spec["batch"]
+    tokenizer = [f"model.tokenizer={ROOT.parent / 'shared' / 'tokenizers' / VOCABS[spec['vocab']]}"]
+    tmp = Path(tempfile.mkdtemp(prefix=f"lookahead-bench-{spec['impl']}-"))
+    if spec["impl"] == "smollm2_lora":  # P8
+        overrides = [
+            "model=smollm2", "lora=lora", "logger=none", "model.gradient_checkpointing=false",
+            *epoch_data(steps * batch), f"trainer.per_device_train_batch_size={batch}", "trainer.max_seq_length=320",
+            f"trainer.max_steps={steps}", "trainer.save_steps=100000", f"trainer.loss_chunk_tokens={spec['chunk']}",
+        ]  # fmt: skip
+        from lookahead.training import train
+
+        cfg = compose_train_config(overrides)
+        cfg.paths.output_dir = str(tmp / "run")
+        summary = train(cfg)
+        tok_s = summary["data"]["train/tokens"] / summary["train_seconds"]
+    elif spec["impl"] == "trl":
+        tok_s = trl_tokens_per_second([*tokenizer, *epoch_data(steps * batch)], batch, tmp)
+    else:
+        chunk = 1024 if spec["impl"] == "lookahead" else 0
+        overrides = [
+            *tokenizer, *epoch_data(steps * batch), f"trainer.per_device_train_batch_size={batch}",
+            "trainer.max_seq_length=1024", f"trainer.loss_chunk_tokens={chunk}",
+        ]  # fmt: skip
+        tok_s = ours_tokens_per_second(overrides, tmp)
+    return {**spec, "tok_s": tok_s, "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2}
+
+
+def trl_tokens_per_second(overrides: list[str], batch: int, tmp: Path) -> float:
+    """TRL's SFTTrainer with its defaults (fused LM head, completion-only loss), as its users would run it."""
     import datasets
     from trl import SFTConfig, SFTTrainer
 
@@ -204,46 +240,84 @@ def bench_p2(repeats: int, n: int = 8, batch: int = 8) -> dict:
     from lookahead.data.sources import load_examples
     from lookahead.modeling import build_tiny_llama, load_tokenizer, resolve_model_path
 
-    overrides = [*epoch_data(n), f"trainer.per_device_train_batch_size={batch}", "trainer.max_seq_length=1024"]
     cfg = compose_train_config([*TINY_256, "method=vanilla", *overrides])
     tokenizer = load_tokenizer(cfg.model, resolve_model_path(cfg.model, cfg.paths.cache_dir))
     rows = [{"prompt": ex["messages"][:-1], "completion": ex["messages"][-1:]} for ex in load_examples(cfg.dataset)]
-    tmp = Path(tempfile.mkdtemp(prefix="lookahead-bench-p2-"))
-    rates: dict[str, list[float]] = {"lookahead": [], "trl": []}
+    args = SFTConfig(
+        output_dir=str(tmp / "trl"), max_length=1024, per_device_train_batch_size=batch, num_train_epochs=1,
+        learning_rate=2e-4, logging_steps=1000, save_strategy="no", report_to=[], completion_only_loss=True,
+        use_cpu=True, dataloader_pin_memory=False, seed=42,
+    )  # fmt: skip
+    trainer = SFTTrainer(
+        model=build_tiny_llama(cfg.model, tokenizer, seed=42),
+        args=args,
+        train_dataset=datasets.Dataset.from_list(rows),
+        processing_class=tokenizer,
+    )
+    tokens = sum(len(ids) for ids in trainer.train_dataset["input_ids"])
+    return tokens / trainer.train().metrics["train_runtime"]
+
+
+def in_fresh_process(spec: dict) -> dict:
+    import subprocess
+
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_SILENT": "true"}
+    result = subprocess.run(
+        [sys.executable, __file__, "--worker", json.dumps(spec)], env=env, cwd=ROOT, capture_output=True, text=True
+    )
+    if result.returncode:
+        raise RuntimeError(f"bench worker {spec} failed:\n{result.stderr[-3000:]}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def bench_p2_p7(repeats: int, steps: int = 20, batch: int = 8) -> list[dict]:
+    """P2 (tokens/s against TRL, both vocabularies) and P7 (peak RSS at the Llama-3 vocabulary), from the same runs:
+    each variant in a fresh process, all variants interleaved, `repeats` times; medians."""
+    variants = [("lookahead", "smollm2"), ("trl", "smollm2"), ("lookahead", "llama3"), ("trl", "llama3"),
+                ("lookahead_full_logits", "llama3")]  # fmt: skip
+    runs: dict[tuple[str, str], list[dict]] = {v: [] for v in variants}
     for _ in range(repeats):
-        rates["lookahead"].append(ours_tokens_per_second(overrides, tmp))
-        args = SFTConfig(
-            output_dir=str(tmp / "trl"),
-            max_length=1024,
-            per_device_train_batch_size=batch,
-            num_train_epochs=1,
-            learning_rate=2e-4,
-            logging_steps=1000,
-            save_strategy="no",
-            report_to=[],
-            completion_only_loss=True,
-            use_cpu=True,
-            dataloader_pin_memory=False,
-            seed=42,
-        )
-        trainer = SFTTrainer(
-            model=build_tiny_llama(cfg.model, tokenizer, seed=42),
-            args=args,
-            train_dataset=datasets.Dataset.from_list(rows),
-            processing_class=tokenizer,
-        )
-        tokens = sum(len(ids) for ids in trainer.train_dataset["input_ids"])
-        rates["trl"].append(tokens / trainer.train().metrics["train_runtime"])
-    ours, trl = statistics.median(rates["lookahead"]), statistics.median(rates["trl"])
-    return {
+        for impl, vocab in variants:
+            runs[(impl, vocab)].append(in_fresh_process({"impl": impl, "vocab": vocab, "steps": steps, "batch": batch}))
+    RAW_TIMES.update({f"{i}/{v}": [r["tok_s"] for r in rs] for (i, v), rs in runs.items()})
+    med = {k: {m: statistics.median(r[m] for r in rs) for m in ("tok_s", "peak_rss_gb")} for k, rs in runs.items()}
+    what = (
+        f"tiny Llama h256 x 4 layers, {steps} steps of {batch} GSM8K examples, {repeats} interleaved repeats, medians"
+    )
+    p2 = {
         "id": "P2",
-        "what": f"train tokens/s vs TRL SFTTrainer 1.16 defaults (completion-only), tiny Llama h256, "
-        f"{n} GSM8K examples, batch {batch}, 1 epoch, {repeats} repeats",
-        "lookahead_tok_s": ours,
-        "trl_tok_s": trl,
-        "ratio": ours / trl,
-        "goal": ">= 1.0x",
-        "ok": ours / trl >= 1.0,
+        "what": f"train tokens/s vs TRL SFTTrainer 1.16 defaults (completion-only), {what}",
+        "tok_s": {f"{i}/{v}": m["tok_s"] for (i, v), m in med.items()},
+        "ratios": {v: med[("lookahead", v)]["tok_s"] / med[("trl", v)]["tok_s"] for v in VOCABS},
+        "goal": ">= 1.0x at both vocabularies",
+    }
+    p2["ok"] = all(r >= 1.0 for r in p2["ratios"].values())
+    ours, trl, full = (med[(i, "llama3")]["peak_rss_gb"] for i in ("lookahead", "trl", "lookahead_full_logits"))
+    p7 = {
+        "id": "P7",
+        "what": f"peak process RSS at the Llama-3 vocabulary (128k), {what}",
+        "peak_rss_gb": {"lookahead": ours, "trl": trl, "lookahead_full_logits": full},
+        "vs_trl": ours / trl,
+        "vs_full_logits": ours / full,
+        "goal": "<= TRL's peak and <= 1/3 of the full-logits path",
+        "ok": ours <= trl and ours <= full / 3,
+    }
+    return [p2, p7]
+
+
+def bench_p8(steps: int = 3, batch: int = 8) -> dict:
+    """Peak RSS of SmolLM2-135M LoRA training, batch 8 x up to 320 tokens, no gradient checkpointing; the
+    full-logits path beside it for scale."""
+    ours = in_fresh_process({"impl": "smollm2_lora", "vocab": "smollm2", "steps": steps, "batch": batch, "chunk": 1024})
+    full = in_fresh_process({"impl": "smollm2_lora", "vocab": "smollm2", "steps": steps, "batch": batch, "chunk": 0})
+    return {
+        "id": "P8",
+        "what": f"peak RSS, SmolLM2-135M LoRA, {steps} steps of batch {batch} x <= 320 GSM8K tokens, no checkpointing",
+        "peak_rss_gb": ours["peak_rss_gb"],
+        "full_logits_peak_rss_gb": full["peak_rss_gb"],
+        "tok_s": {"chunked": ours["tok_s"], "full_logits": full["tok_s"]},
+        "goal": "<= 3 GB",
+        "ok": ours["peak_rss_gb"] <= 3.0,
     }
 
 
@@ -254,8 +328,8 @@ def bench_p3(repeats: int, n: int = 32, batch: int = 8) -> dict:
     variants = {
         "padded": [],
         "grouped": ["trainer.group_by_length=true"],
-        "packed": ["trainer.packing=true"],
-        "grouped+packed": ["trainer.group_by_length=true", "trainer.packing=true"],
+        "packed": ["trainer.padding_free=true"],
+        "grouped+packed": ["trainer.group_by_length=true", "trainer.padding_free=true"],
     }
     rates: dict[str, list[float]] = {k: [] for k in variants}
     for _ in range(repeats):
@@ -301,7 +375,9 @@ def bench_p5(steps: int = 8) -> dict:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", nargs="*", default=["P5", "P1", "P2", "P3", "P4"])
+    parser.add_argument("--only", nargs="*", default=["P5", "P8", "P1", "P2", "P3", "P4"])  # P2 includes P7
+    parser.add_argument("--worker", help=argparse.SUPPRESS)  # internal: one P2/P7/P8 run in a fresh process
+    parser.add_argument("--steps", type=int, default=20, help="training steps per P2/P7 run")
     parser.add_argument("--repeats", type=int, default=2, help="interleaved repeats (P3)")
     parser.add_argument("--p1-repeats", type=int, default=2, help="repeats of the interleaved steps (P1)")
     parser.add_argument("--trl-repeats", type=int, default=2, help="repeats (P2: TRL takes a minute each on CPU)")
@@ -309,6 +385,11 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results.json")
     args = parser.parse_args()
     import logging
+
+    if args.worker:
+        logging.basicConfig(level=logging.WARNING)
+        print(json.dumps(run_worker(json.loads(args.worker))))
+        return 0
 
     logging.basicConfig(level=logging.WARNING)
     import transformers
@@ -319,8 +400,10 @@ def main() -> int:
         rows.append(bench_p5())
     if "P1" in args.only:
         rows.append(bench_p1(args.p1_repeats))
-    if "P2" in args.only:
-        rows.append(bench_p2(args.trl_repeats))
+    if "P8" in args.only:
+        rows.append(bench_p8())
+    if "P2" in args.only or "P7" in args.only:
+        rows += bench_p2_p7(args.trl_repeats, steps=args.steps)
     if "P3" in args.only:
         rows.append(bench_p3(args.repeats))
     if "P4" in args.only:
@@ -338,7 +421,18 @@ def main() -> int:
                 "token)"
             )
         elif r["id"] == "P2":
-            ratio = f"{r['ratio']:.2f}x ({r['lookahead_tok_s']:.0f} vs {r['trl_tok_s']:.0f} tok/s)"
+            ratio = ", ".join(
+                f"{v} {x:.2f}x ({r['tok_s'][f'lookahead/{v}']:.0f} vs {r['tok_s'][f'trl/{v}']:.0f} tok/s)"
+                for v, x in r["ratios"].items()
+            )
+        elif r["id"] == "P7":
+            gb = r["peak_rss_gb"]
+            ratio = (
+                f"{gb['lookahead']:.2f} GB vs TRL {gb['trl']:.2f} GB ({r['vs_trl']:.2f}x) and full logits "
+                f"{gb['lookahead_full_logits']:.2f} GB ({r['vs_full_logits']:.2f}x)"
+            )
+        elif r["id"] == "P8":
+            ratio = f"{r['peak_rss_gb']:.2f} GB (full logits {r['full_logits_peak_rss_gb']:.2f} GB)"
         elif r["id"] == "P3":
             ratio = ", ".join(f"{k} {v:.2f}x" for k, v in r["ratios"].items() if k != "padded")
         elif r["id"] == "P4":

@@ -10,13 +10,9 @@ tokens only).
 """
 
 import json
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from lookahead.cli import run_script  # noqa: E402
-from lookahead.constants import IGNORE_INDEX  # noqa: E402
+from lookahead.cli import run_script
+from lookahead.constants import IGNORE_INDEX
 
 
 def main(argv: list[str]) -> int:

@@ -13,13 +13,11 @@ import json
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from lookahead.cli import run_script  # noqa: E402
-from lookahead.data.sources import read_records, require_text  # noqa: E402
-from lookahead.preview import RealPrefix, VirtualPrefix  # noqa: E402
-from lookahead.preview.real_prefix import DEFAULT_CONNECTOR  # noqa: E402
-from lookahead.preview.virtual_prefix import DEFAULT_PREFIX  # noqa: E402
+from lookahead.cli import run_script
+from lookahead.data.sources import read_records, require_text
+from lookahead.preview import RealPrefix, VirtualPrefix
+from lookahead.preview.real_prefix import DEFAULT_CONNECTOR
+from lookahead.preview.virtual_prefix import DEFAULT_PREFIX
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:

@@ -123,3 +123,18 @@ def one_line_error(code: int, stderr: str, exit_code: int = 2) -> str:
     errors = [line for line in re.split(r"[\r\n]", stderr) if line.startswith("error: ")]
     assert len(errors) == 1, stderr[-2000:]
     return errors[0]
+
+
+def fake_hub_cache(root: Path, repo_id: str, files_dir: Path) -> Path:
+    """A Hugging Face Hub cache (the layout `HF_HUB_CACHE` points at) holding `files_dir` as `repo_id`'s main
+    revision, so a Hub id resolves offline, exactly as after a `huggingface-cli download`. Returns `root`."""
+    commit = "0" * 40
+    repo = root / f"models--{repo_id.replace('/', '--')}"
+    snapshot = repo / "snapshots" / commit
+    snapshot.mkdir(parents=True)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    for path in files_dir.iterdir():
+        if path.is_file():
+            (snapshot / path.name).symlink_to(path.resolve())
+    return root

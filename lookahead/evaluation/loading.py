@@ -26,6 +26,7 @@ class LoadedModel:
     model_cfg: DictConfig
     model_path: str
     seed: int
+    adapter_dir: str | None = None  # a LoRA run's final/ folder
 
     def load_seed(self) -> Any:
         """A separate copy of the seed model (full fine-tunes only; LoRA runs disable their adapter instead), on the
@@ -62,4 +63,7 @@ def load_for_evaluation(cfg: DictConfig) -> LoadedModel:
         model = AutoModelForCausalLM.from_pretrained(final, use_safetensors=True)
         is_adapter = False
     log.info("Evaluating %s (%s)", run_dir, "adapter" if is_adapter else "full model")
-    return LoadedModel(model.eval(), tokenizer, str(train_cfg.run_name), is_adapter, train_cfg.model, model_path, seed)
+    adapter_dir = str(final) if is_adapter else None
+    return LoadedModel(
+        model.eval(), tokenizer, str(train_cfg.run_name), is_adapter, train_cfg.model, model_path, seed, adapter_dir
+    )

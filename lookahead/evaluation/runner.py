@@ -96,7 +96,7 @@ class Evaluator:
 
     @property
     def backend(self) -> str:
-        """`auto` picks vLLM when it is installed, a GPU is present and the model is not a LoRA adapter."""
+        """`auto` picks vLLM when it is installed and a GPU is present (LoRA runs through vLLM's LoRA support)."""
         choice = self.cfg.generation.backend
         if choice not in ("auto", "transformers", "vllm"):
             raise ConfigError(f"generation.backend={choice!r}: expected auto, transformers or vllm")
@@ -107,35 +107,17 @@ class Evaluator:
         import torch
 
         has_vllm = importlib.util.find_spec("vllm") is not None
-        return "vllm" if has_vllm and torch.cuda.is_available() and not self.loaded.is_adapter else "transformers"
+        return "vllm" if has_vllm and torch.cuda.is_available() else "transformers"
 
-    def _generate_vllm(self, prompts: list[list[int]], max_new_tokens: int) -> list[str]:
-        try:
-            from vllm import LLM, SamplingParams
-        except ImportError:
-            raise ConfigError(
-                "generation.backend=vllm needs `pip install vllm` and a GPU; use backend=transformers"
-            ) from None
-        if self.loaded.is_adapter:
-            raise ConfigError("generation.backend=vllm evaluates merged models; use backend=transformers for adapters")
-        # generation_config="vllm": vLLM's own neutral defaults, not the checkpoint's sampling or penalty settings.
-        llm = LLM(
-            model=self.loaded.model.name_or_path, tokenizer=self.loaded.model.name_or_path, generation_config="vllm"
-        )
-        params = SamplingParams(
-            temperature=0.0,
-            max_tokens=max_new_tokens,
-            repetition_penalty=1.0,
-            presence_penalty=0.0,
-            frequency_penalty=0.0,
-        )
-        outputs = llm.generate([{"prompt_token_ids": p} for p in prompts], params)
+    def _generate_vllm(self, prompts: list[list[int]], max_new_tokens: int) -> list[list[int]]:
+        from lookahead.evaluation import vllm_backend
+
         stops = set(stop_token_ids(self.loaded.model, self.tokenizer))
-        results = []
-        for o in outputs:
-            ids = list(o.outputs[0].token_ids)
-            results.append(ids[: next((k for k, t in enumerate(ids) if t in stops), len(ids))])
-        return results
+        if self.loaded.is_adapter:  # the base model plus the adapter through vLLM's LoRA support
+            return vllm_backend.generate(
+                self.loaded.model_path, self.loaded.adapter_dir, prompts, max_new_tokens, stops
+            )
+        return vllm_backend.generate(self.loaded.model.name_or_path, None, prompts, max_new_tokens, stops)
 
     def generate_task(self, name: str) -> tuple[list[str], list[str], list[str]]:
         """(user prompts, references, generations) for a prompt/reference task such as gsm8k or samsum."""

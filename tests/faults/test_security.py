@@ -8,10 +8,11 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
+from lookahead.card import write_card
 from lookahead.cli import CONFIG_DIR
 from lookahead.evaluation.report import write_report
 from lookahead.modeling import build_tiny_llama, load_model
-from lookahead.reporting import write_model_card, write_summary
+from lookahead.reporting import write_summary
 from tests.conftest import SHARED, compose, load_shared_tokenizer, python_cli, requires_shared, tiny_overrides
 from tests.fakes import FakeChatCompletions
 
@@ -89,12 +90,16 @@ def test_model_card_and_report_make_data_inert(tmp_path):
     final = tmp_path / "run" / "final"
     final.mkdir(parents=True)
     summary = {"base_model": HOSTILE, "adapter": True, "data": {"train/kept": 3}, "global_step": 1}
-    card = write_model_card(final, cfg, summary).read_text()
+    card = write_card(final, cfg, summary, kind="adapter", command=f"python train.py run_name={HOSTILE}").read_text()
     (tmp_path / "run" / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
     write_summary(tmp_path / "run", {**summary, "method": "virtual_prefix", "final_loss": 1.0})
     report = write_report([tmp_path / "run"], tmp_path / "report")["markdown"].read_text()
+    # The reproduce command sits in a fenced code block, where Markdown is shown as text: it must not close the fence.
+    command_block = card.split("```bash\n")[1].split("\n```")[0]
+    assert "`" not in command_block and "\n" not in command_block and "<img" not in command_block
+    card = card.replace(command_block, "")
     for text in (card, report):
         assert "<img" not in text and "](javascript" not in text and "`code`" not in text
         assert "&lt;img src=x onerror=alert\\(1\\)&gt;" in text
     table_row = report.splitlines()[2]
-    assert table_row.count(" | ") == 8  # nine cells: the pipe inside the value did not split the row
+    assert table_row.count(" | ") == 11  # twelve cells: the pipe inside the value did not split the row

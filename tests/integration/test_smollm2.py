@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import importlib.util
+import json
+import sys
 
 import pytest
-import torch
 
 from lookahead.modeling import convert_gguf
 from lookahead.training import train
-from tests.conftest import compose, read_metrics
+from tests.conftest import compose, fake_hub_cache, read_metrics, run_cli
 
 pytestmark = [
     pytest.mark.slow,
@@ -24,9 +25,7 @@ def test_gguf_conversion_is_cached_safetensors(tmp_path):
     assert convert_gguf(cfg.gguf_package, cfg.gguf_file, compose([]).paths.cache_dir) == first  # no second conversion
 
 
-def test_default_job_on_smollm2_trains_and_loads_with_autopeft(tmp_path):
-    from peft import AutoPeftModelForCausalLM
-
+def test_default_job_on_smollm2_trains_and_loads_with_autopeft_from_anywhere(tmp_path):
     cfg = compose(
         [
             "logger=none",
@@ -44,7 +43,22 @@ def test_default_job_on_smollm2_trains_and_loads_with_autopeft(tmp_path):
     assert metrics[0]["loss"] < 4.0 and metrics[0]["loss_first_k"] > 0
     assert summary["adapter"] and summary["global_step"] == 2
 
-    model = AutoPeftModelForCausalLM.from_pretrained(tmp_path / "run" / "final")
-    with torch.no_grad():
-        out = model(input_ids=torch.tensor([[1, 2, 3]]))
-    assert out.logits.shape == (1, 3, 49152)
+    # Portable: adapter_config.json names the base by its Hub id, although the weights came from the packaged GGUF.
+    final = tmp_path / "run" / "final"
+    adapter = json.loads((final / "adapter_config.json").read_text())
+    assert adapter["base_model_name_or_path"] == "HuggingFaceTB/SmolLM2-135M-Instruct"
+
+    # A fresh process, in another directory, with the base model in a Hub cache (as after a download) and no network.
+    model_cfg = compose([]).model
+    converted = convert_gguf(model_cfg.gguf_package, model_cfg.gguf_file, compose([]).paths.cache_dir)
+    hub = fake_hub_cache(tmp_path / "hub", "HuggingFaceTB/SmolLM2-135M-Instruct", converted)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    code = (
+        "import sys, torch; from peft import AutoPeftModelForCausalLM; "
+        "model = AutoPeftModelForCausalLM.from_pretrained(sys.argv[1]); "
+        "print(tuple(model(input_ids=torch.tensor([[1, 2, 3]])).logits.shape))"
+    )
+    result = run_cli([sys.executable, "-c", code, str(final)], cwd=elsewhere, env_extra={"HF_HUB_CACHE": str(hub)})
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip().splitlines()[-1] == "(1, 3, 49152)"
