@@ -63,6 +63,9 @@ def validate(cfg: DictConfig) -> None:
             raise ConfigError("trainer.use_liger_kernel=true needs a CUDA GPU; leave it false on CPU")
         if importlib.util.find_spec("liger_kernel") is None:
             raise ConfigError("trainer.use_liger_kernel=true needs `pip install liger-kernel`")
+    from lookahead.modeling import check_lora
+
+    check_lora(cfg.lora)
     if t.get("push_to_hub") and not t.get("hub_model_id"):
         raise ConfigError("trainer.push_to_hub=true needs trainer.hub_model_id=<org/name>")
     if t.bf16 and t.fp16:

@@ -32,7 +32,7 @@ from lookahead.distributed import adopt_slurm_tasks
 from lookahead.errors import LookaheadError
 from lookahead.loggers import finish_experiment_logger, start_experiment_logger
 from lookahead.loss import AnswerTokenLoss
-from lookahead.modeling import apply_lora, load_model, load_tokenizer, resolve_model_path
+from lookahead.modeling import apply_lora, check_lora_targets, is_lora, load_model, load_tokenizer, resolve_model_path
 from lookahead.objectives import REFERENCE_FILE, ConstrainedSFT, adapter_disabled_logps, cached_seed_logps
 from lookahead.preview import preview_by_name
 from lookahead.reporting import last_logged, write_summary
@@ -391,6 +391,7 @@ def _train(cfg: DictConfig, state: Any, run_dir: Path) -> dict[str, Any]:
         model_path = resolve_model_path(cfg.model, cfg.paths.cache_dir)
     data = build_data(cfg, model_path)
     log.info("Data: %s", data.metrics)
+    check_lora_targets(cfg.lora, cfg.model, model_path, data.tokenizer)
 
     model = load_model(
         cfg.model, model_path, data.tokenizer, cfg.lora, seed=cfg.trainer.seed, local_rank=state.local_process_index
@@ -398,7 +399,7 @@ def _train(cfg: DictConfig, state: Any, run_dir: Path) -> dict[str, Any]:
     if cfg.method.name == "sdft":
         data = distill(cfg, data, model, model_path, state)
     objective = build_objective(cfg.method)
-    if objective is not None and not cfg.lora.get("r"):
+    if objective is not None and not is_lora(cfg.lora):
         # A full fine-tune changes the weights themselves: score the data with the seed model once, before training.
         model.to(state.device)
         with state.main_process_first():
@@ -471,7 +472,7 @@ def _train(cfg: DictConfig, state: Any, run_dir: Path) -> dict[str, Any]:
         "metrics": str(metrics_path),
         "config": str(run_dir / CONFIG_FILE),
         "base_model": model_path,
-        "adapter": bool(cfg.lora.get("r")),
+        "adapter": is_lora(cfg.lora),
         "method": cfg.method.name,
         "global_step": trainer.state.global_step,
         "final_loss": last_logged(history, "loss"),

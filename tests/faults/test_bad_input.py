@@ -198,9 +198,21 @@ class TestConfigAndOutput:
             ("trainer.per_device_train_batch_size=0", "error: trainer.per_device_train_batch_size=0: must be >= 1"),
             ("method.name=lookbehind", "error: method='lookbehind': expected one of ['vanilla', 'real_prefix', 'virtual_prefix', 'constrained_sft', 'sdft']"),
             ("resume=7", "error: resume=7: expected null, auto or a checkpoint path"),
+            # The kind of run comes from the lora= group alone: r=0 used to train a full fine-tune under a LoRA name.
+            ("lora.r=0", "error: lora.r=0: must be an integer >= 1 (lora=none trains a full fine-tune)"),
+            ("lora.alpha=0", "error: lora.alpha=0: must be a number > 0 (lora=none trains a full fine-tune)"),
+            ("lora.dropout=1.5", "error: lora.dropout=1.5: must be in [0, 1) (lora=none trains a full fine-tune)"),
+            ("lora.target_modules=[nope]", "error: lora.target_modules: ['nope'] are not modules of this model (its linear layers: ['down_proj', 'gate_proj', 'k_proj', 'lm_head', 'o_proj', 'q_proj', 'up_proj', 'v_proj'])"),
         ],
     )  # fmt: skip
-    def test_invalid_override_values(self, entry_point, tmp_path, override, expected):
+    def test_invalid_override_values(self, entry_point, tmp_path, override, expected, monkeypatch):
+        import lookahead.modeling
+
+        def no_model_load(*args, **kwargs):
+            raise AssertionError("the model was loaded before the config was refused")
+
+        monkeypatch.setattr(lookahead.modeling, "load_model", no_model_load)
+        monkeypatch.setattr("lookahead.training.load_model", no_model_load)
         code, err = entry_point("train.py", *tiny(override, log_dir=tmp_path))
         assert one_line_error(code, err) == expected
 
