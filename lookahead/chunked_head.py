@@ -61,11 +61,12 @@ class ChunkedLinearLogProb(torch.autograd.Function):
         grad_b = torch.zeros(bias.shape, dtype=torch.float32, device=bias.device) if need_b else None
         for s in range(0, hidden.size(0), ctx.chunk):
             h = hidden[s : s + ctx.chunk]
-            logits = F.linear(h, weight, bias).float()
-            # d log p(y) / d logits = onehot(y) - softmax(logits), scaled by the incoming gradient
-            grad_logits = -torch.exp(logits - lse[s : s + ctx.chunk, None])
+            # d log p(y) / d logits = onehot(y) - softmax(logits), scaled by the incoming gradient; computed in place
+            # in the one [chunk, vocab] buffer the recomputed logits occupy.
+            grad_logits = F.linear(h, weight, bias).float()
+            grad_logits.sub_(lse[s : s + ctx.chunk, None]).exp_().neg_()
             grad_logits.scatter_add_(1, targets[s : s + ctx.chunk, None], torch.ones_like(grad_logits[:, :1]))
-            grad_logits *= grad_out[s : s + ctx.chunk, None]
+            grad_logits.mul_(grad_out[s : s + ctx.chunk, None])
             if need_h:
                 grad_h[s : s + ctx.chunk] = (grad_logits.to(weight.dtype) @ weight).to(hidden.dtype)
             if need_w:
