@@ -16,7 +16,7 @@ import torch
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
-from transformers import Trainer, TrainingArguments, set_seed
+from transformers import Trainer, TrainerCallback, TrainingArguments, set_seed
 
 from lookahead.callbacks import JsonlMetricsCallback, write_metrics_record
 from lookahead.card import hub_id, write_card
@@ -126,12 +126,8 @@ class LookaheadTrainer(Trainer):
         self._losses_finite = finite if self._losses_finite is None else self._losses_finite & finite
         return loss
 
-    def _maybe_log_save_evaluate(self, *args: Any, **kwargs: Any) -> None:
-        # Runs once per optimizer step, after on_step_end and before this step's log and checkpoint.
-        self._check_step()
-        super()._maybe_log_save_evaluate(*args, **kwargs)
-
-    def _check_step(self) -> None:
+    def check_step(self, control: Any) -> Any:
+        """Run by `StepGuard` at the end of each optimizer step, before that step's log and checkpoint."""
         finite = self._losses_finite if self._losses_finite is not None else torch.tensor(True)
         self._losses_finite = None
         signum = float(self.stop_request.signum or 0)
@@ -149,8 +145,9 @@ class LookaheadTrainer(Trainer):
             )
         if signum and self.stopped_by_signal is None:
             self.stopped_by_signal = int(signum)
-            self.control.should_save = True
-            self.control.should_training_stop = True
+            control.should_save = True
+            control.should_training_stop = True
+        return control
 
     def _get_output_dir(self, trial: Any) -> str:
         run_dir = super()._get_output_dir(trial)
@@ -199,6 +196,18 @@ class LookaheadTrainer(Trainer):
             logs["loss_first_k"] = stats[0] / stats[1] if stats[1] else math.nan
             logs["loss_rest"] = stats[2] / stats[3] if stats[3] else math.nan
         super().log(logs, start_time)
+
+
+class StepGuard(TrainerCallback):
+    """The NaN and signal checks at the end of every optimizer step, through the Trainer's public callback hook:
+    `on_step_end` runs after the step and before its log and checkpoint, so a NaN step is never saved and a stop
+    request saves this step's checkpoint and ends the run."""
+
+    def __init__(self, trainer: LookaheadTrainer):
+        self.trainer = trainer
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
+        return self.trainer.check_step(control)
 
 
 def close_progress_bars(trainer: Trainer) -> None:
@@ -434,6 +443,7 @@ def _train(cfg: DictConfig, state: Any, run_dir: Path) -> dict[str, Any]:
         stop_request=(stop_request := StopRequest()),
         callbacks=[JsonlMetricsCallback(metrics_path)],
     )
+    trainer.add_callback(StepGuard(trainer))
 
     if is_main:
         if resume_from is not None:
