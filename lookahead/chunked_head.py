@@ -95,15 +95,15 @@ def label_logps_from_hidden(
     return dense.masked_scatter(is_label, logps), is_label
 
 
-def position_logits(hidden: torch.Tensor, head: torch.nn.Linear, positions: torch.Tensor) -> torch.Tensor:
-    """Full-vocabulary logits at a few positions of each row: [B, len(positions), V]."""
-    return F.linear(hidden[:, positions], head.weight, head.bias)
-
-
 @dataclass
 class HeadSupport:
     ok: bool
     reason: str = ""
+
+
+def accepts_logits_to_keep(model: Any) -> bool:
+    """Whether the model's forward can return logits for some positions only (`logits_to_keep`)."""
+    return "logits_to_keep" in inspect.signature(hf_model(model).forward).parameters
 
 
 def chunked_head_support(model: Any) -> HeadSupport:
@@ -116,11 +116,26 @@ def chunked_head_support(model: Any) -> HeadSupport:
     for field in _HEAD_TRANSFORMS:
         if getattr(config, field, None) not in (None, 1, 1.0):
             return HeadSupport(False, f"config.{field}={getattr(config, field)} transforms the logits")
-    if "logits_to_keep" not in inspect.signature(inner.forward).parameters:
+    if not accepts_logits_to_keep(inner):
         return HeadSupport(False, f"{type(inner).__name__}.forward takes no logits_to_keep")
     if not hasattr(inner, "get_decoder") or inner.get_decoder() is None:
         return HeadSupport(False, "it exposes no decoder (get_decoder)")
     return HeadSupport(True)
+
+
+def chunk_tokens_for(model: Any, chunk_tokens: int, blocked: str | None = None, announce: bool = True) -> int:
+    """`chunk_tokens` when the chunked head can serve `model`, else 0 (full logits). `blocked` is a reason from the
+    caller's setup (sharded weights, another fused loss). With `announce`, one log line says which path is used."""
+    if not chunk_tokens:
+        return 0
+    support = chunked_head_support(model)
+    reason = support.reason if not support.ok else blocked
+    if announce:
+        if reason:
+            log.info("Loss: full-vocabulary logits, not the chunked answer-only head: %s", reason)
+        else:
+            log.info("Loss: chunked answer-only head, %d tokens a chunk (no full-vocabulary logits)", chunk_tokens)
+    return 0 if reason else int(chunk_tokens)
 
 
 class HiddenCapture:

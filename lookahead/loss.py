@@ -54,7 +54,7 @@ class AnswerTokenLoss:
     full-vocabulary logits.
     """
 
-    def __init__(self, first_k: int, objective: Any = None, chunk_tokens: int = 1024):
+    def __init__(self, first_k: int, objective: Any = None, chunk_tokens: int = 0):
         self.first_k = first_k
         self.chunk_tokens = chunk_tokens
         self._stats: torch.Tensor | None = None  # [nll_first, n_first, nll_rest, n_rest], summed since last pop

@@ -81,7 +81,7 @@ def model_label_logps(model: Any, inputs: dict[str, torch.Tensor], chunk_tokens:
 
         with capture_hidden(model) as (capture, head):
             model(**forward, logits_to_keep=1)
-            logps = label_logps_from_hidden(capture.pop(), head, labels.to(head.weight.device), chunk_tokens)[0]
+            logps = label_logps_from_hidden(capture.pop(), head, labels, chunk_tokens)[0]
     else:
         logps = label_logps(model(**forward).logits, labels)[0]
     return aligned_with_labels(logps)

@@ -20,7 +20,7 @@ from transformers import Trainer, TrainerCallback, TrainingArguments, set_seed
 
 from lookahead.callbacks import JsonlMetricsCallback, write_metrics_record
 from lookahead.card import hub_id, write_card
-from lookahead.chunked_head import capture_hidden, chunked_head_support
+from lookahead.chunked_head import capture_hidden, chunk_tokens_for
 from lookahead.config import training_arguments_kwargs, validate
 from lookahead.data.collator import LookaheadCollator
 from lookahead.data.prepare import filter_trainable
@@ -85,22 +85,14 @@ class LookaheadTrainer(Trainer):
 
     def _chunked_head_tokens(self) -> int:
         """`trainer.loss_chunk_tokens` when the chunked answer-only head can serve this model, else 0 (full logits)."""
-        chunk = int(self.answer_loss.chunk_tokens or 0)
-        if not chunk:
-            return 0
-        support = chunked_head_support(self.model)
-        sharded = self.is_fsdp_enabled or (
+        blocked = None
+        if self.is_fsdp_enabled or (
             self.is_deepspeed_enabled and getattr(self.accelerator.state.deepspeed_plugin, "zero_stage", 0) == 3
-        )
-        if support.ok and sharded:
-            support.ok, support.reason = False, "its weights are sharded outside the forward pass (FSDP / ZeRO-3)"
-        if support.ok and self.args.use_liger_kernel:
-            support.ok, support.reason = False, "trainer.use_liger_kernel=true brings its own fused loss"
-        if not support.ok:
-            log.info("Loss: full-vocabulary logits, not the chunked answer-only head: %s", support.reason)
-            return 0
-        log.info("Loss: chunked answer-only head, %d tokens a chunk (no full-vocabulary logits)", chunk)
-        return chunk
+        ):
+            blocked = "its weights are sharded outside the forward pass (FSDP / ZeRO-3)"
+        elif self.args.use_liger_kernel:
+            blocked = "trainer.use_liger_kernel=true brings its own fused loss"
+        return chunk_tokens_for(self.model, self.answer_loss.chunk_tokens, blocked)
 
     def compute_loss(self, model: Any, inputs: Any, return_outputs: bool = False, num_items_in_batch: Any = None):
         inputs = dict(inputs)
@@ -408,6 +400,7 @@ def _train(cfg: DictConfig, state: Any, run_dir: Path) -> dict[str, Any]:
     if cfg.method.name == "sdft":
         data = distill(cfg, data, model, model_path, state)
     objective = build_objective(cfg.method)
+    chunk_tokens = int(cfg.trainer.loss_chunk_tokens or 0)
     if objective is not None and not is_lora(cfg.lora):
         # A full fine-tune changes the weights themselves: score the data with the seed model once, before training.
         model.to(state.device)
@@ -419,7 +412,7 @@ def _train(cfg: DictConfig, state: Any, run_dir: Path) -> dict[str, Any]:
                 data.train,
                 cfg.trainer.per_device_eval_batch_size,
                 is_main,
-                chunk_tokens=int(cfg.trainer.loss_chunk_tokens or 0) if chunked_head_support(model).ok else 0,
+                chunk_tokens=chunk_tokens_for(model, chunk_tokens, announce=False),
             )
         for example, ref in zip(data.train, refs):
             example["ref_logps"] = ref
@@ -436,9 +429,7 @@ def _train(cfg: DictConfig, state: Any, run_dir: Path) -> dict[str, Any]:
         eval_dataset=data.eval or None,
         data_collator=data.collator,
         processing_class=data.tokenizer,
-        answer_loss=AnswerTokenLoss(
-            cfg.trainer.first_k, objective=objective, chunk_tokens=int(cfg.trainer.loss_chunk_tokens or 0)
-        ),
+        answer_loss=AnswerTokenLoss(cfg.trainer.first_k, objective=objective, chunk_tokens=chunk_tokens),
         group_by_length=bool(cfg.trainer.group_by_length),
         stop_request=(stop_request := StopRequest()),
         callbacks=[JsonlMetricsCallback(metrics_path)],

@@ -8,14 +8,13 @@ positions low.
 from __future__ import annotations
 
 import contextlib
-import inspect
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-from lookahead.modeling import hf_model
+from lookahead.chunked_head import accepts_logits_to_keep
 
 
 def seed_context(model: Any, seed_model: Any | None) -> tuple[Any, Callable[[], Any]]:
@@ -30,9 +29,9 @@ def seed_context(model: Any, seed_model: Any | None) -> tuple[Any, Callable[[], 
 
 def span_logits(model: Any, ids: torch.Tensor, span: torch.Tensor) -> torch.Tensor:
     """Logits of row 0 at the positions in `span` only (`logits_to_keep`), never the whole sequence's."""
-    if "logits_to_keep" in inspect.signature(hf_model(model).forward).parameters:
-        return model(input_ids=ids.to(span.device), logits_to_keep=span).logits[0]
-    return model(input_ids=ids.to(span.device)).logits[0, span]
+    if accepts_logits_to_keep(model):
+        return model(input_ids=ids, logits_to_keep=span).logits[0]
+    return model(input_ids=ids).logits[0, span]
 
 
 @torch.no_grad()
@@ -55,7 +54,7 @@ def per_position_kl(
         span = torch.arange(len(prompt_ids) - 1, len(prompt_ids) - 1 + len(response_ids), device=device)
         tuned = F.log_softmax(span_logits(model, ids, span).double(), dim=-1)
         with disabled():
-            seed = F.log_softmax(span_logits(reference, ids, span.to(next(reference.parameters()).device)).double(), -1)
+            seed = F.log_softmax(span_logits(reference, ids, span).double(), dim=-1)
         kl = (seed.exp() * (seed - tuned)).sum(-1).clamp(min=0)
         sums[: len(response_ids)] += kl.cpu()
         counts[: len(response_ids)] += 1

@@ -11,6 +11,7 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from lookahead.evaluation.runner import plot_kl
+from lookahead.evaluation.scorecard import utility_metric
 from lookahead.reporting import SUMMARY_FILE, escape_markdown
 
 COLUMNS = ["run", "method", "preview", "rsr", "jsr", "utility", "utility_metric", "loss_first_k", "final_loss"]
@@ -70,11 +71,9 @@ def run_row(run_dir: Path) -> dict[str, Any]:
 
 
 def _utility(results: dict[str, Any]) -> tuple[float | None, str]:
-    if "gsm8k" in results:
-        return results["gsm8k"]["accuracy"], "gsm8k_accuracy"
-    if "samsum" in results:
-        return results["samsum"]["rouge1"], "samsum_rouge1"
-    return None, ""
+    """(utility, metric id such as gsm8k_accuracy), or (None, "")."""
+    metric = utility_metric(results)
+    return (results[metric[0]].get(metric[1]), f"{metric[0]}_{metric[1]}") if metric else (None, "")
 
 
 def add_changes(rows: list[dict[str, Any]]) -> None:

@@ -369,7 +369,7 @@ def seed_cache_key(cfg: DictConfig, loaded: LoadedModel, suite: str) -> str:
 def evaluate_seed(cfg: DictConfig, loaded: LoadedModel, out_dir: Path, judge_api_key: str | None, is_main: bool):
     """The seed model's results on the same suites (KL aside: it is 0 against itself). Each suite's result is cached
     in `seed_cache_dir`, so the runs of a sweep evaluate their seed once."""
-    cache_dir = Path(cfg.get("seed_cache_dir") or Path(cfg.paths.cache_dir) / "seed_eval")
+    cache_dir = Path(cfg.seed_cache_dir)
     caches = {s: cache_dir / f"{s}-{seed_cache_key(cfg, loaded, s)}.json" for s in cfg.suite if s != "kl"}
     results: dict[str, Any] = {"model": loaded.model_path}
     for suite, path in caches.items():

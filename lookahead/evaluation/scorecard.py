@@ -22,12 +22,15 @@ _SECTION = re.compile(re.escape(SECTION_START) + r".*?" + re.escape(SECTION_END)
 UTILITY = {"gsm8k": ("accuracy", "GSM8K accuracy", "openai/gsm8k"), "samsum": ("rouge1", "SAMSum ROUGE-1", "samsum")}
 
 
+def utility_metric(results: dict[str, Any]) -> tuple[str, str, str] | None:
+    """(suite, metric key, name) of the utility in `results`: GSM8K accuracy, else SAMSum ROUGE-1, else None."""
+    return next(((suite, key, label) for suite, (key, label, _) in UTILITY.items() if suite in results), None)
+
+
 def utility_of(results: dict[str, Any]) -> tuple[float | None, str]:
-    """(utility, its name): GSM8K accuracy, else SAMSum ROUGE-1, else (None, "")."""
-    for suite, (key, label, _) in UTILITY.items():
-        if suite in results:
-            return results[suite].get(key), label
-    return None, ""
+    """(utility, its name), or (None, "")."""
+    metric = utility_metric(results)
+    return (results[metric[0]].get(metric[1]), metric[2]) if metric else (None, "")
 
 
 def headline(results: dict[str, Any]) -> dict[str, float | None]:
