@@ -21,3 +21,19 @@ class ConfigError(LookaheadError, ValueError):
 
 class EvaluationError(LookaheadError):
     """An evaluation could not produce a trustworthy number (e.g. too many replies the judge could not score)."""
+
+
+class TrainingDiverged(LookaheadError):
+    """The loss became NaN or inf; the step is named and no checkpoint is written after it."""
+
+
+class CheckpointWriteError(LookaheadError):
+    """A checkpoint could not be written (disk full, permissions); the previous checkpoints are untouched."""
+
+
+class Interrupted(LookaheadError):
+    """SIGINT or SIGTERM stopped the run after saving a checkpoint. Exits with 128 + the signal number."""
+
+    def __init__(self, message: str, signum: int):
+        super().__init__(message)
+        self.exit_code = 128 + signum

@@ -61,10 +61,10 @@ def interleaved(variants: dict, repeats: int) -> dict[str, float]:
 def bench_p4(repeats: int, n_prompts: int = 32, max_new_tokens: int = 48) -> dict:
     import torch
 
-    from lookahead.cli import compose_evaluate_config
+    from lookahead.commands.compose import compose_evaluate_config
     from lookahead.data.tokenize import ChatEncoder
-    from lookahead.evaluation.generation import generate_batched
     from lookahead.evaluation.loading import load_for_evaluation
+    from lookahead.generation import generate_batched
 
     cfg = compose_evaluate_config(["model=smollm2"])
     loaded = load_for_evaluation(cfg)
@@ -107,10 +107,10 @@ def bench_p1(repeats: int, steps: int = 16, batch: int = 4) -> dict:
     """
     import torch
 
-    from lookahead.cli import compose_train_config
-    from lookahead.loss import AnswerTokenLoss
-    from lookahead.modeling import build_tiny_llama, resolve_model_path
-    from lookahead.training import build_data
+    from lookahead.commands.compose import compose_train_config
+    from lookahead.models.loading import build_tiny_llama, resolve_model_path
+    from lookahead.objectives.loss import AnswerTokenLoss
+    from lookahead.training.recipe import build_data
 
     n_examples = steps * batch
     base = [*TINY_256, f"dataset.size={n_examples}"]
@@ -186,8 +186,8 @@ def epoch_data(n: int) -> list[str]:
 
 
 def ours_tokens_per_second(overrides: list[str], out: Path) -> float:
-    from lookahead.cli import compose_train_config
-    from lookahead.training import train
+    from lookahead.commands.compose import compose_train_config
+    from lookahead.training.recipe import train
 
     cfg = compose_train_config([*TINY_256, "method=vanilla", *overrides])
     cfg.paths.output_dir = str(out / f"run-{time.perf_counter_ns()}")
@@ -202,7 +202,7 @@ def run_worker(spec: dict) -> dict:
     """Train one variant in this process and report its tokens/s and this process's peak RSS."""
     import resource
 
-    from lookahead.cli import compose_train_config
+    from lookahead.commands.compose import compose_train_config
 
     steps, batch = spec["steps"], spec["batch"]
     tokenizer = [f"model.tokenizer={ROOT.parent / 'shared' / 'tokenizers' / VOCABS[spec['vocab']]}"]
@@ -214,7 +214,7 @@ def run_worker(spec: dict) -> dict:
             *epoch_data(steps * batch), f"trainer.per_device_train_batch_size={batch}", "trainer.max_seq_length=320",
             f"trainer.max_steps={steps}", "trainer.save_steps=100000", f"trainer.loss_chunk_tokens={spec['chunk']}",
         ]  # fmt: skip
-        from lookahead.training import train
+        from lookahead.training.recipe import train
 
         cfg = compose_train_config(overrides)
         cfg.paths.output_dir = str(tmp / "run")
@@ -237,9 +237,9 @@ def trl_tokens_per_second(overrides: list[str], batch: int, tmp: Path) -> float:
     import datasets
     from trl import SFTConfig, SFTTrainer
 
-    from lookahead.cli import compose_train_config
+    from lookahead.commands.compose import compose_train_config
     from lookahead.data.sources import load_examples
-    from lookahead.modeling import build_tiny_llama, load_tokenizer, resolve_model_path
+    from lookahead.models.loading import build_tiny_llama, load_tokenizer, resolve_model_path
 
     cfg = compose_train_config([*TINY_256, "method=vanilla", *overrides])
     tokenizer = load_tokenizer(cfg.model, resolve_model_path(cfg.model, cfg.paths.cache_dir))

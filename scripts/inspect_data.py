@@ -11,7 +11,7 @@ tokens only).
 
 import json
 
-from lookahead.cli import run_script
+from lookahead.commands.compose import run_script
 from lookahead.constants import IGNORE_INDEX
 
 
@@ -21,9 +21,9 @@ def main(argv: list[str]) -> int:
     n = int(options.get("inspect.n", 3))
     only = options.get("inspect.source")
 
-    from lookahead.cli import compose_train_config
-    from lookahead.modeling import resolve_model_path
-    from lookahead.training import build_data
+    from lookahead.commands.compose import compose_train_config
+    from lookahead.models.loading import resolve_model_path
+    from lookahead.training.recipe import build_data
 
     cfg = compose_train_config(overrides)
     data = build_data(cfg, resolve_model_path(cfg.model, cfg.paths.cache_dir))

@@ -1,11 +1,14 @@
-"""Rewrite a json/jsonl file offline with LookAhead previews (the same semantics as the training collator).
+"""Rewrite a json/jsonl file offline with a LookAhead preview (the same semantics as training's data pass).
 
-    python scripts/preview_data.py --input train.jsonl --output train.virtual.jsonl --mode virtual
-    python scripts/preview_data.py --input train.jsonl --output train.real6.jsonl --mode real --m 6 \\
+    python scripts/preview_data.py --input train.jsonl --output train.virtual.jsonl --method virtual_prefix
+    python scripts/preview_data.py --input train.jsonl --output train.real6.jsonl --method real_prefix method.m=6 \\
         --tokenizer meta-llama/Llama-2-7b-chat-hf
 
-The prompt field gets instruction + connector + preview; for --mode virtual the response field gets P + answer.
-Other fields are kept. --mode real needs the model's tokenizer, since m counts its tokens.
+`--method` is any preview of `configs/method/` and the `method.<key>=<value>` arguments are the same overrides
+train.py takes, so a new preview works here without an edit. The prompt field gets what the preview puts in the
+user turn, the response field what it trains as the answer; other fields are kept. A preview that counts tokens
+(real_prefix) needs the model's tokenizer. `--mode real|virtual`, `--m`, `--prefix` and `--connector` are the
+older spellings of the same.
 """
 
 import argparse
@@ -13,11 +16,9 @@ import json
 import sys
 from pathlib import Path
 
-from lookahead.cli import run_script
+from lookahead.commands.compose import run_script
 from lookahead.data.sources import read_records, require_text
-from lookahead.preview import RealPrefix, VirtualPrefix
-from lookahead.preview.real_prefix import DEFAULT_CONNECTOR
-from lookahead.preview.virtual_prefix import DEFAULT_PREFIX
+from lookahead.errors import ConfigError
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -26,32 +27,51 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--output", required=True, help=".jsonl or .json")
     p.add_argument("--prompt-field", default="question")
     p.add_argument("--response-field", default="answer")
-    p.add_argument("--mode", choices=["real", "virtual"], required=True)
-    p.add_argument("--m", type=int, default=6, help="previewed answer tokens (real)")
-    p.add_argument("--prefix", default=DEFAULT_PREFIX, help="the virtual prefix P (virtual)")
-    p.add_argument("--connector", default=DEFAULT_CONNECTOR)
-    p.add_argument("--tokenizer", help="tokenizer path or Hub id (required for real)")
+    p.add_argument("--method", help="a preview of configs/method/ (vanilla, real_prefix, virtual_prefix, ...)")
+    p.add_argument("--mode", choices=["real", "virtual"], help="older spelling of --method")
+    p.add_argument("--m", type=int, help="method.m")
+    p.add_argument("--prefix", help="method.prefix")
+    p.add_argument("--connector", help="method.connector")
+    p.add_argument("--tokenizer", help="tokenizer path or Hub id (for previews that count tokens)")
+    p.add_argument("overrides", nargs="*", help="method.<key>=<value>")
     return p.parse_args(argv)
+
+
+def build(args: argparse.Namespace):
+    from lookahead.commands.compose import compose_train_config
+    from lookahead.components import build_preview
+
+    method = args.method or {"real": "real_prefix", "virtual": "virtual_prefix", None: None}[args.mode]
+    if method is None:
+        raise ConfigError("give --method <preview>, e.g. --method virtual_prefix")
+    overrides = [f"method={method}", *args.overrides]
+    for key in ("m", "prefix", "connector"):
+        if getattr(args, key) is not None:
+            overrides.append(f"method.{key}={json.dumps(getattr(args, key))}")
+    if any(not o.startswith("method") for o in overrides):
+        raise ConfigError(f"only method.<key>=<value> overrides apply here, got {args.overrides}")
+    return build_preview(compose_train_config(overrides).method)
 
 
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
+    strategy = build(args)
     tokenizer = None
-    if args.mode == "real":
-        if not args.tokenizer:
-            raise SystemExit("error: --mode real needs --tokenizer (m counts the model's tokens)")
+    if args.tokenizer:
         from transformers import AutoTokenizer
 
         tokenizer = AutoTokenizer.from_pretrained(args.tokenizer)
-        strategy = RealPrefix(m=args.m, connector=args.connector)
-    else:
-        strategy = VirtualPrefix(prefix=args.prefix, connector=args.connector)
 
     rows, whole = [], 0
     for line, record in read_records(args.input):
         user = require_text(record, args.prompt_field, args.input, line)
         answer = require_text(record, args.response_field, args.input, line)
-        result = strategy.apply(user, answer, tokenizer)
+        try:
+            result = strategy.apply(user, answer, tokenizer)
+        except (AttributeError, TypeError) as e:
+            if tokenizer is None:
+                raise ConfigError(f"method={strategy.name} counts tokens: pass --tokenizer <path or Hub id>") from e
+            raise
         whole += result.whole_answer_previewed
         rows.append({**record, args.prompt_field: result.user, args.response_field: result.answer})
 
@@ -61,7 +81,7 @@ def main(argv: list[str]) -> int:
         out.write_text(json.dumps(rows, ensure_ascii=False, indent=1) + "\n")
     else:
         out.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
-    print(f"wrote {len(rows)} rows to {out} ({args.mode}; {whole} answers previewed whole)", file=sys.stderr)
+    print(f"wrote {len(rows)} rows to {out} ({strategy.describe()}; {whole} answers previewed whole)", file=sys.stderr)
     return 0
 
 

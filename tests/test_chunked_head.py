@@ -6,18 +6,26 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lookahead.chunked_head import ChunkedLinearLogProb, capture_hidden, chunked_head_support, label_logps_from_hidden
-from lookahead.data.collator import LookaheadCollator
 from lookahead.data.tokenize import ChatEncoder
-from lookahead.loss import AnswerTokenLoss, label_logps
-from lookahead.modeling import apply_lora, build_tiny_llama
-from lookahead.objectives import ConstrainedSFT, adapter_disabled_logps
-from lookahead.preview import preview_by_name
-from lookahead.training import train
+from lookahead.models.loading import build_tiny_llama
+from lookahead.models.lora import apply_lora
+from lookahead.objectives.chunked_head import (
+    ChunkedLinearLogProb,
+    capture_hidden,
+    chunked_head_support,
+    label_logps_from_hidden,
+)
+from lookahead.objectives.constrained_sft import ConstrainedSFT
+from lookahead.objectives.logprobs import label_logps
+from lookahead.objectives.loss import AnswerTokenLoss
+from lookahead.objectives.reference import adapter_disabled_logps
+from lookahead.preview import RealPrefix, Vanilla, VirtualPrefix
+from lookahead.training.recipe import train
 from tests.conftest import (
+    arithmetic_records,
+    collate,
     compose,
-    gsm8k_records,
-    load_shared_tokenizer,
+    load_tokenizer,
     losses,
     read_metrics,
     requires_shared,
@@ -105,12 +113,12 @@ def batches(tokenizer, method: str):
     examples = [
         {"messages": [{"role": "user", "content": r["question"]}, {"role": "assistant", "content": r["answer"]}],
          "preview": True}
-        for r in gsm8k_records(4)
+        for r in arithmetic_records(4)
     ]  # fmt: skip
-    strategy = preview_by_name(method)
+    strategy = {"vanilla": Vanilla(), "real_prefix": RealPrefix(), "virtual_prefix": VirtualPrefix()}[method]
     return {
-        "padded": LookaheadCollator(encoder, strategy)(examples),
-        "packed": LookaheadCollator(encoder, strategy, padding_free=True)(examples),
+        "padded": collate(encoder, strategy, examples),
+        "packed": collate(encoder, strategy, examples, padding_free=True),
     }
 
 
@@ -118,30 +126,29 @@ def loss_and_grads(model, batch, chunk_tokens: int, objective=None):
     model.zero_grad()
     inputs = {k: v for k, v in batch.items() if k != "labels"}
     loss_fn = AnswerTokenLoss(first_k=5, objective=objective, chunk_tokens=chunk_tokens)
-    if objective is not None:
-        loss_fn.reference = adapter_disabled_logps(model, batch, chunk_tokens)
+    reference = adapter_disabled_logps(model, batch, chunk_tokens) if objective is not None else None
     n = int((batch["labels"][:, 1:] != I).sum())
     if chunk_tokens:
-        with capture_hidden(model) as hidden_from:
-            loss_fn.hidden_from = hidden_from
+        with capture_hidden(model) as (capture, head):
             outputs = model(**inputs, use_cache=False, logits_to_keep=1)
-            assert outputs.logits.shape[1] == 1  # one position of logits, not the whole sequence
-            loss = loss_fn(outputs, batch["labels"], num_items_in_batch=n)
+        assert outputs.logits.shape[1] == 1  # one position of logits, not the whole sequence
+        hidden = (capture.pop(), head)
+        loss = loss_fn(outputs, batch["labels"], num_items_in_batch=n, reference=reference, hidden=hidden)
     else:
-        loss = loss_fn(model(**inputs, use_cache=False), batch["labels"], num_items_in_batch=n)
+        outputs = model(**inputs, use_cache=False)
+        loss = loss_fn(outputs, batch["labels"], num_items_in_batch=n, reference=reference)
     loss.backward()
     grads = {name: p.grad.clone() for name, p in model.named_parameters() if p.requires_grad}
     return loss.detach(), grads, loss_fn.pop_stats()
 
 
-@requires_shared
 @pytest.mark.parametrize(
     ("method", "objective"),
     [("vanilla", None), ("real_prefix", None), ("virtual_prefix", None), ("virtual_prefix", "constrained_sft")],
 )
 @pytest.mark.parametrize("layout", ["padded", "packed"])
 def test_loss_and_lora_gradients_equal_the_full_logits_path(method, objective, layout):
-    tokenizer = load_shared_tokenizer("smollm2-instruct")
+    tokenizer = load_tokenizer("chatml-style")
     cfg = compose(["model=tiny", "lora=lora"])
     model = apply_lora(build_tiny_llama(cfg.model, tokenizer, seed=0), cfg.lora, False).eval()  # no LoRA dropout
     # Move the adapter off zero so the constrained objective's weights are not all 1.
@@ -160,9 +167,8 @@ def test_loss_and_lora_gradients_equal_the_full_logits_path(method, objective, l
         torch.testing.assert_close(chunked_grads[name], full_grads[name], atol=1e-5, rtol=1e-4, msg=name)
 
 
-@requires_shared
 def test_full_fine_tune_with_tied_embeddings_gets_the_same_gradients():
-    tokenizer = load_shared_tokenizer("smollm2-instruct")
+    tokenizer = load_tokenizer("chatml-style")
     model = build_tiny_llama(compose(["model=tiny"]).model, tokenizer, seed=0)
     assert model.lm_head.weight is model.model.embed_tokens.weight  # tied: the head is the embedding
     batch = batches(tokenizer, "real_prefix")["padded"]
@@ -187,7 +193,12 @@ PINNED = {
 @pytest.mark.parametrize("method", list(PINNED))
 @pytest.mark.parametrize("chunk", [0, 1024])
 def test_training_losses_are_pinned_on_both_paths(method, chunk, tmp_path):
-    overrides = [*tiny_overrides(), f"method={method}", "trainer.max_steps=3", "trainer.per_device_train_batch_size=4"]
+    overrides = [
+        *tiny_overrides("smollm2-instruct"),
+        f"method={method}",
+        "trainer.max_steps=3",
+        "trainer.per_device_train_batch_size=4",
+    ]
     summary = train(compose([*overrides, f"trainer.loss_chunk_tokens={chunk}"], output_dir=tmp_path / "run"))
     got = losses(read_metrics(tmp_path / "run" / "metrics.jsonl"))
     assert [got[s] for s in (1, 2, 3)] == pytest.approx(PINNED[method], abs=1e-5)

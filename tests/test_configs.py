@@ -11,10 +11,10 @@ from hydra import initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from lookahead.cli import CONFIG_DIR
-from lookahead.config import gradient_accumulation, training_arguments_kwargs, validate
+from lookahead.commands.compose import CONFIG_DIR
 from lookahead.errors import ConfigError
 from lookahead.preview import RealPrefix, Vanilla, VirtualPrefix
+from lookahead.training.config import gradient_accumulation, training_arguments_kwargs, validate
 from tests.conftest import compose
 
 TABLE1_METHODS = ("vanilla", "sdft", "constrained_sft", "real_prefix", "virtual_prefix")
@@ -80,7 +80,10 @@ class TestConfigGroups:
         assert gradient_accumulation(t, world_size=4) * t.per_device_train_batch_size * 4 == 64
         if experiment.startswith("table1_"):  # a row of the paper's Table 1: its dataset and method
             _, dataset, method = experiment.split("_", 2)
-            assert (cfg.dataset.name, cfg.method.name, cfg.run_name) == (dataset, method, f"{dataset}-{method}")
+            run = (cfg.dataset.name, cfg.objective.name if cfg.objective.name != "sft" else cfg.method.name)
+            assert (*run, cfg.run_name) == (dataset, method, f"{dataset}-{method}")
+            if cfg.objective.name != "sft":  # the objective rows train on unpreviewed data, as in the paper
+                assert cfg.method.name == "vanilla"
             if method == "real_prefix":
                 assert cfg.method.m == 6
 
@@ -123,7 +126,8 @@ class TestTrainerArguments:
             ("trainer.learning_rate=-1", r"trainer.learning_rate=-1: must be > 0"),
             ("trainer.per_device_train_batch_size=0", r"per_device_train_batch_size=0"),
             ("trainer.max_seq_length=1", r"max_seq_length=1"),
-            ("method.name=lookbehind", r"method='lookbehind': expected one of"),
+            ("method=constrained_sft", r"method=constrained_sft is now objective=constrained_sft: `method=` picks"),
+            ("method.prefix=' '", r"method.prefix=' ': the virtual prefix must be non-empty text"),
             pytest.param(
                 "trainer.use_liger_kernel=true",
                 r"use_liger_kernel=true needs a CUDA GPU",
@@ -134,3 +138,14 @@ class TestTrainerArguments:
     def test_validate_rejects_bad_values(self, override, message):
         with pytest.raises(ConfigError, match=message):
             validate(compose([override]))
+
+    @pytest.mark.parametrize(
+        ("overrides", "message"),
+        [
+            (["objective=constrained_sft", "objective.beta=0"], r"objective.beta=0: must be > 0"),
+            (["objective=constrained_sft", "objective.bias_length=0"], r"objective.bias_length=0: must be an integer"),
+        ],
+    )
+    def test_validate_builds_the_objective_so_its_checks_run_first(self, overrides, message):
+        with pytest.raises(ConfigError, match=message):
+            validate(compose(overrides))

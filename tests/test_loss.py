@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from lookahead.constants import IGNORE_INDEX
-from lookahead.loss import AnswerTokenLoss
+from lookahead.objectives.loss import AnswerTokenLoss
 
 I = IGNORE_INDEX
 
@@ -53,7 +53,7 @@ def test_loss_records_nothing_under_no_grad():
 
 
 def test_answer_positions_restart_in_each_packed_example():
-    from lookahead.loss import answer_positions
+    from lookahead.objectives.logprobs import answer_positions
 
     is_label = torch.tensor([[False, True, True, True, False, False, True, True, False, True]])
     assert answer_positions(is_label).tolist() == [[0, 0, 1, 2, 0, 0, 0, 1, 0, 0]]

@@ -7,8 +7,9 @@ import torch
 from omegaconf import OmegaConf
 
 from lookahead.errors import ConfigError
-from lookahead.modeling import apply_lora, build_tiny_llama, load_model, quantization_kwargs
-from tests.conftest import compose, load_shared_tokenizer, requires_shared
+from lookahead.models.loading import build_tiny_llama, load_model, quantization_kwargs
+from lookahead.models.lora import apply_lora
+from tests.conftest import compose, load_tokenizer
 
 QLORA = OmegaConf.create(
     {
@@ -40,11 +41,10 @@ def test_lora_without_4bit_needs_no_quantization():
     assert quantization_kwargs(OmegaConf.create({"r": 8}), local_rank=0) == {}
 
 
-@requires_shared
 class TestTinyModel:
     def test_tiny_llama_is_deterministic_and_sized_to_the_tokenizer(self):
         cfg = compose(["model=tiny"]).model
-        tokenizer = load_shared_tokenizer("llama3-instruct")
+        tokenizer = load_tokenizer("llama3-style")
         a, b = build_tiny_llama(cfg, tokenizer, seed=1), build_tiny_llama(cfg, tokenizer, seed=1)
         assert a.config.vocab_size == len(tokenizer)
         for (name, pa), pb in zip(a.named_parameters(), b.parameters()):
@@ -54,7 +54,7 @@ class TestTinyModel:
 
     def test_lora_targets_every_projection_and_freezes_the_base(self):
         cfg = compose(["model=tiny", "lora=lora"])
-        model = apply_lora(build_tiny_llama(cfg.model, load_shared_tokenizer("smollm2-instruct"), 0), cfg.lora, False)
+        model = apply_lora(build_tiny_llama(cfg.model, load_tokenizer("chatml-style"), 0), cfg.lora, False)
         trainable = {n for n, p in model.named_parameters() if p.requires_grad}
         assert trainable and all("lora_" in n for n in trainable)
         for proj in ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"):
@@ -62,7 +62,7 @@ class TestTinyModel:
 
     def test_lora_none_is_a_full_finetune(self):
         cfg = compose(["model=tiny", "lora=none"])
-        model = apply_lora(build_tiny_llama(cfg.model, load_shared_tokenizer("smollm2-instruct"), 0), cfg.lora, False)
+        model = apply_lora(build_tiny_llama(cfg.model, load_tokenizer("chatml-style"), 0), cfg.lora, False)
         assert all(p.requires_grad for p in model.parameters())
 
 

@@ -6,17 +6,14 @@ import pytest
 import torch
 
 from lookahead.constants import IGNORE_INDEX
-from lookahead.loss import AnswerTokenLoss
-from lookahead.modeling import apply_lora, build_tiny_llama
-from lookahead.objectives import (
-    REFERENCE_FILE,
-    ConstrainedSFT,
-    adapter_disabled_logps,
-    aligned_with_labels,
-    label_logps,
-)
-from lookahead.training import train
-from tests.conftest import compose, load_shared_tokenizer, losses, read_metrics, requires_shared, tiny_overrides
+from lookahead.models.loading import build_tiny_llama
+from lookahead.models.lora import apply_lora
+from lookahead.objectives.constrained_sft import ConstrainedSFT
+from lookahead.objectives.logprobs import label_logps
+from lookahead.objectives.loss import AnswerTokenLoss
+from lookahead.objectives.reference import REFERENCE_FILE, adapter_disabled_logps, aligned_with_labels
+from lookahead.training.recipe import train
+from tests.conftest import compose, load_tokenizer, losses, read_metrics, tiny_overrides
 
 LABELS = torch.tensor(
     [
@@ -38,7 +35,7 @@ def test_weights_are_one_at_the_reference_so_the_loss_is_plain_sft():
     labels = LABELS.clone()
     labels[0, 0] = IGNORE_INDEX
     reference = aligned_with_labels(label_logps(logits, labels)[0])
-    constrained = ConstrainedSFT().loss(logits, labels, reference, num_items_in_batch=11)
+    constrained = ConstrainedSFT().logits_loss(logits, labels, reference, num_items_in_batch=11)
     plain = AnswerTokenLoss(first_k=5)({"logits": logits}, labels, num_items_in_batch=11)
     torch.testing.assert_close(constrained, plain)
     logps, is_label = label_logps(logits, labels)
@@ -61,7 +58,7 @@ def test_weights_shrink_where_the_model_already_beats_the_reference_most_on_the_
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    return load_shared_tokenizer("smollm2-instruct")
+    return load_tokenizer("chatml-style")
 
 
 def tiny_model(tokenizer, seed: int, dtype=torch.float32):
@@ -71,7 +68,6 @@ def tiny_model(tokenizer, seed: int, dtype=torch.float32):
     return build_tiny_llama(cfg.model, tokenizer, seed=seed).to(dtype)
 
 
-@requires_shared
 def test_gradient_matches_finite_differences_with_the_weights_held_fixed(tokenizer, monkeypatch):
     from transformers.models.llama.modeling_llama import LlamaRMSNorm
 
@@ -87,7 +83,7 @@ def test_gradient_matches_finite_differences_with_the_weights_held_fixed(tokeniz
         reference = aligned_with_labels(label_logps(seed(input_ids=input_ids).logits, labels)[0])
     objective = ConstrainedSFT()
 
-    loss = objective.loss(model(input_ids=input_ids).logits, labels, reference)
+    loss = objective.logits_loss(model(input_ids=input_ids).logits, labels, reference)
     param = model.model.layers[0].mlp.down_proj.weight
     (grad,) = torch.autograd.grad(loss, param)
 
@@ -113,7 +109,6 @@ def test_gradient_matches_finite_differences_with_the_weights_held_fixed(tokeniz
         assert grad[index].item() == pytest.approx((up - down) / (2 * eps), rel=1e-5, abs=1e-9), index
 
 
-@requires_shared
 def test_lora_adapter_disabled_reference_equals_a_separately_loaded_seed_model(tokenizer):
     cfg = compose(tiny_overrides())
     model = apply_lora(tiny_model(tokenizer, 3), cfg.lora, gradient_checkpointing=False)
@@ -133,27 +128,27 @@ def test_lora_adapter_disabled_reference_equals_a_separately_loaded_seed_model(t
     assert not torch.allclose(aligned_with_labels(label_logps(adapted, inputs["labels"])[0]), expected, atol=1e-3)
 
 
-@requires_shared
 @pytest.mark.slow
 @pytest.mark.parametrize("lora", ["lora", "none"])
 def test_constrained_sft_trains_and_starts_exactly_at_the_sft_loss(tmp_path, lora):
     """At step 1 the model is the seed (LoRA's B starts at zero), so delta = 0 and the loss equals plain SFT's."""
     common = [*tiny_overrides(), f"lora={lora}", "trainer.max_steps=3"]
     train(compose([*common, "method=vanilla"], output_dir=tmp_path / "sft"))
-    csft = train(compose([*common, "method=constrained_sft"], output_dir=tmp_path / "csft"))
+    csft = train(compose([*common, "method=vanilla", "objective=constrained_sft"], output_dir=tmp_path / "csft"))
     a = losses(read_metrics(tmp_path / "sft" / "metrics.jsonl"))
     b = losses(read_metrics(tmp_path / "csft" / "metrics.jsonl"))
     assert b[1] == pytest.approx(a[1], abs=1e-6)
     assert b[3] != pytest.approx(a[3], abs=1e-6)  # later the weights move away from 1
-    assert csft["method"] == "constrained_sft" and (tmp_path / "csft" / "final").is_dir()
+    assert (csft["method"], csft["objective"]) == ("vanilla", "constrained_sft") and (
+        tmp_path / "csft" / "final"
+    ).is_dir()
     assert (tmp_path / "csft" / REFERENCE_FILE).is_file() == (lora == "none")  # cached once for full fine-tunes
 
 
-@requires_shared
 @pytest.mark.slow
 def test_constrained_sft_combines_with_a_virtual_preview(tmp_path):
-    cfg = compose([*tiny_overrides(), "method=constrained_sft", "method.preview=virtual_prefix", "trainer.max_steps=1"])
-    assert cfg.run_name == "tiny-arithmetic-csft-virtual_prefix-lora"
-    summary = train(compose([*tiny_overrides(), "method=constrained_sft", "method.preview=virtual_prefix",
+    cfg = compose([*tiny_overrides(), "method=virtual_prefix", "objective=constrained_sft", "trainer.max_steps=1"])
+    assert cfg.run_name == "tiny-arithmetic-virtual_prefix-csft-lora"
+    summary = train(compose([*tiny_overrides(), "method=virtual_prefix", "objective=constrained_sft",
                              "trainer.max_steps=1"], output_dir=tmp_path / "run"))  # fmt: skip
     assert summary["global_step"] == 1

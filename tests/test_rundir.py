@@ -1,5 +1,6 @@
-"""The run directory's checkpoint bookkeeping, tested directly: completeness, resume choice, publishing, rotation,
-leftovers, metrics truncation and the world-size record. (tests/faults runs the same code under kill -9.)"""
+"""The run directory's checkpoint bookkeeping, tested directly: the completion marker, resume choice, rotation,
+leftovers, metrics truncation, the world-size record and the write-error message. (tests/faults runs the same code
+under kill -9.)"""
 
 from __future__ import annotations
 
@@ -8,26 +9,30 @@ import json
 import pytest
 
 from lookahead.errors import ConfigError
-from lookahead.rundir import (
-    STAGING_DIR,
+from lookahead.training.checkpoints import (
+    CHECKPOINT_INFO,
+    LEGACY_STAGING_DIR,
     check_world_size,
     checkpoint_step,
     clear_leftovers,
     complete_checkpoints,
-    publish_checkpoint,
+    raise_checkpoint_write_error,
     resolve_resume,
     rotate_checkpoints,
     truncate_metrics,
+    unmark,
     write_checkpoint_info,
 )
 
 
-def checkpoint(folder, step: int, complete: bool = True, weights: str = "adapter_model.safetensors"):
+def checkpoint(folder, step: int, complete: bool = True, weights: str = "adapter_model.safetensors", marked=True):
     path = folder / f"checkpoint-{step}"
     path.mkdir(parents=True)
     (path / weights).write_bytes(b"w")
-    if complete:  # the Trainer writes trainer_state.json last
+    if complete:
         (path / "trainer_state.json").write_text(json.dumps({"global_step": step}))
+        if marked:  # the on_save callback writes the marker last
+            write_checkpoint_info(path, 1)
     return path
 
 
@@ -38,6 +43,7 @@ def test_complete_checkpoints_are_sorted_by_step_and_half_written_ones_left_out(
     (tmp_path / "checkpoint-50").mkdir()  # no weights, no state
     (tmp_path / "checkpoint-x").mkdir()  # not a checkpoint name
     checkpoint(tmp_path, 60, weights="model.safetensors.index.json")  # sharded full model
+    checkpoint(tmp_path, 70, marked=False)  # everything written but the marker: killed before on_save
     assert [p.name for p in complete_checkpoints(tmp_path)] == ["checkpoint-2", "checkpoint-10", "checkpoint-30",
                                                                 "checkpoint-60"]  # fmt: skip
     assert complete_checkpoints(tmp_path / "missing") == []
@@ -57,13 +63,27 @@ def test_resume_choices(tmp_path):
         resolve_resume(tmp_path, str(tmp_path / "checkpoint-12"))
 
 
-def test_publish_replaces_a_checkpoint_of_the_same_name_and_removes_the_staging_folder(tmp_path):
-    old = checkpoint(tmp_path, 6)
-    (old / "stale.txt").write_text("old")
-    staged = checkpoint(tmp_path / STAGING_DIR, 6)
-    published = publish_checkpoint(staged, tmp_path)
-    assert published == old and not (published / "stale.txt").exists()
-    assert not (tmp_path / STAGING_DIR).exists() and not list(tmp_path.glob(".trash-*"))
+def test_unmarking_makes_a_checkpoint_incomplete_before_it_is_overwritten(tmp_path):
+    path = checkpoint(tmp_path, 6)
+    assert complete_checkpoints(tmp_path) == [path]
+    unmark(path)
+    assert not (path / CHECKPOINT_INFO).exists() and complete_checkpoints(tmp_path) == []
+    unmark(path)  # twice is harmless
+
+
+def test_a_failed_write_discards_the_half_checkpoint_and_names_the_intact_one(tmp_path):
+    checkpoint(tmp_path, 2)
+    half = checkpoint(tmp_path, 4, marked=False)
+    error = OSError(28, "No space left on device")
+    with pytest.raises(Exception) as failure:
+        raise_checkpoint_write_error(error, tmp_path, 4, should_save=True)
+    assert str(failure.value) == (
+        f"could not write checkpoint-4 in {tmp_path} (OSError: [Errno 28] No space left on device); checkpoint-2 is "
+        "intact. Free space or fix permissions, then resume=auto"
+    )
+    assert type(failure.value).__name__ == "CheckpointWriteError" and failure.value.__cause__ is error
+    assert not half.exists()
+    raise_checkpoint_write_error(ValueError("not a save"), tmp_path, 3, should_save=True)  # no half folder: returns
 
 
 def test_rotation_keeps_the_newest_and_the_protected_one(tmp_path):
@@ -76,7 +96,8 @@ def test_rotation_keeps_the_newest_and_the_protected_one(tmp_path):
 
 
 def test_leftovers_of_a_killed_run_are_cleared(tmp_path):
-    checkpoint(tmp_path / STAGING_DIR, 9)
+    checkpoint(tmp_path / LEGACY_STAGING_DIR, 9)
+    checkpoint(tmp_path, 5, marked=False)
     (tmp_path / ".trash-checkpoint-3-123").mkdir()
     keep = checkpoint(tmp_path, 3)
     clear_leftovers(tmp_path)
@@ -93,8 +114,8 @@ def test_metrics_after_the_resumed_step_and_torn_lines_are_dropped(tmp_path):
 
 
 def test_world_size_is_recorded_and_another_one_refused(tmp_path):
-    ckpt = checkpoint(tmp_path, 2)
-    check_world_size(ckpt, 4)  # written before the record existed: accepted
+    ckpt = checkpoint(tmp_path, 2, marked=False)
+    check_world_size(ckpt, 4)  # no record (a resume= path from elsewhere): accepted
     write_checkpoint_info(ckpt, 2)
     check_world_size(ckpt, 2)
     with pytest.raises(

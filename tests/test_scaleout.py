@@ -9,8 +9,8 @@ import sys
 
 import pytest
 
-from lookahead.distributed import adopt_slurm_tasks, first_host
-from tests.conftest import ROOT, losses, read_metrics, requires_shared, run_cli, tiny_overrides
+from lookahead.training.distributed import adopt_slurm_tasks, first_host
+from tests.conftest import ROOT, losses, read_metrics, run_cli, tiny_overrides
 
 ACCELERATE_CONFIGS = sorted((ROOT / "configs" / "accelerate").glob("*.yaml"))
 
@@ -86,7 +86,6 @@ class TestSlurmTasks:
         assert not adopt_slurm_tasks(single) and "RANK" not in single
 
 
-@requires_shared
 @pytest.mark.slow
 def test_two_slurm_tasks_on_cpu_form_one_run_like_accelerate(tmp_path):
     """What a submitit job with tasks_per_node=2 starts: two plain `python train.py` processes with SLURM variables."""
@@ -121,7 +120,6 @@ def test_two_slurm_tasks_on_cpu_form_one_run_like_accelerate(tmp_path):
         assert loss == pytest.approx(one_losses[step], abs=1e-5)
 
 
-@requires_shared
 @pytest.mark.slow
 def test_multinode_launcher_runs_one_machine_of_two_processes_on_cpu(tmp_path):
     """The multi-node code path (launcher script, multinode config, static rendezvous) with one machine on CPU."""

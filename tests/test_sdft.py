@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from lookahead.sdft import DEFAULT_TEMPLATE, final_answer_agrees
+from lookahead.objectives.sdft import DEFAULT_TEMPLATE, final_answer_agrees
 
 GOLD = "Natalia sold 48/2 = 24 clips in May.\nAltogether she sold 48+24 = 72 clips.\n#### 72"
 

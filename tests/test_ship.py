@@ -14,12 +14,12 @@ from huggingface_hub import ModelCard
 from omegaconf import OmegaConf
 
 from lookahead.errors import ConfigError
-from lookahead.evaluation.generation import generate_batched
 from lookahead.evaluation.vllm_backend import engine_arguments, sampling_arguments
-from lookahead.export import export_merged, merged_model
-from lookahead.hub import files_to_upload, push_folder
-from lookahead.training import train
-from tests.conftest import ROOT, SHARED, compose, requires_shared, run_cli, tiny_overrides
+from lookahead.generation import generate_batched
+from lookahead.shipping.export import export_merged, merged_model
+from lookahead.shipping.hub import files_to_upload, push_folder
+from lookahead.training.recipe import train
+from tests.conftest import ROOT, compose, run_cli, tiny_overrides, tokenizer_dir
 
 PROMPTS = [[1, 5, 9, 13], [1, 40, 41, 42, 43, 44], [1, 7]]
 
@@ -29,7 +29,7 @@ def greedy(model, tokenizer, prompts=PROMPTS, n=12):
 
 
 def adapter_model(run_dir):
-    from lookahead.cli import compose_evaluate_config
+    from lookahead.commands.compose import compose_evaluate_config
     from lookahead.evaluation.loading import load_for_evaluation
 
     return load_for_evaluation(compose_evaluate_config([f"run_dir={run_dir}"]))
@@ -62,7 +62,6 @@ def fake_hub(monkeypatch):
     return FakeHfApi
 
 
-@requires_shared
 class TestExport:
     def test_merged_lora_loads_plainly_and_generates_like_the_adapter(self, tmp_path):
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -122,7 +121,6 @@ class TestExport:
         assert typo.returncode == 2 and "expected key=value with key one of" in typo.stderr
 
 
-@requires_shared
 class TestCardAndPush:
     def test_card_keeps_peft_metadata_and_says_how_to_load_and_reproduce(self, tmp_path):
         run_dir = trained(tmp_path, "method=real_prefix", "method.m=4")
@@ -218,7 +216,6 @@ def test_smollm2_merged_generates_like_its_adapter(tmp_path):
 
 
 @pytest.mark.slow
-@requires_shared
 def test_wheel_installs_and_lookahead_train_runs_from_any_directory(tmp_path):
     """Build a wheel from the tracked files, install it (no deps) into a fresh venv that reuses this venv's packages,
     and run `lookahead-train` from a temporary directory: configs and templates must come from the package."""
@@ -258,7 +255,7 @@ def test_wheel_installs_and_lookahead_train_runs_from_any_directory(tmp_path):
     assert where.stdout.strip().startswith(str(site)), where.stdout + where.stderr
     result = run_cli(
         [str(venv / "bin" / "lookahead-train"), "model=tiny",
-         f"model.tokenizer={SHARED / 'tokenizers' / 'smollm2-instruct'}", "logger=none", "dataset.size=8",
+         f"model.tokenizer={tokenizer_dir('chatml-style')}", "logger=none", "dataset.size=8",
          "trainer.max_steps=2", "trainer.per_device_train_batch_size=2", "trainer.save_steps=1000"],
         cwd=workdir,
     )  # fmt: skip

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lookahead.cli import run_script
+from lookahead.commands.compose import run_script
 from lookahead.errors import ConfigError
 
 OPTIONS = ("run_dir", "dtype", "out_dir", "merged", "push_to_hub", "private", "max_shard_size")
@@ -48,8 +48,8 @@ def export(argv: list[str]) -> int:
     import logging
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    from lookahead.export import export_merged, read_run
-    from lookahead.hub import push_folder
+    from lookahead.shipping.export import export_merged, read_run
+    from lookahead.shipping.hub import push_folder
 
     options = parse(argv)
     run_dir = Path(options["run_dir"])

@@ -10,7 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from lookahead.cli import run_script
+from lookahead.commands.compose import run_script
 
 
 def report(argv: list[str]) -> int:

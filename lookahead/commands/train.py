@@ -12,13 +12,12 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from lookahead.errors import LookaheadError
-from lookahead.safeguards import Interrupted
+from lookahead.errors import Interrupted, LookaheadError
 
 
 @hydra.main(version_base="1.3", config_path="pkg://lookahead.configs", config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    from lookahead.training import train  # imported here so `--help` and config errors stay fast
+    from lookahead.training.recipe import train  # imported here so `--help` and config errors stay fast
 
     try:
         summary = train(cfg)
@@ -36,7 +35,7 @@ def main(cfg: DictConfig) -> float | None:
 def evaluate_run(run_dir: str, overrides: list[str]) -> None:
     from accelerate import PartialState
 
-    from lookahead.cli import compose_evaluate_config
+    from lookahead.commands.compose import compose_evaluate_config
     from lookahead.evaluation.runner import evaluate
 
     cfg = compose_evaluate_config([f"run_dir={run_dir}", *overrides])

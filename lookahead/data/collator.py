@@ -1,6 +1,7 @@
-"""The data collator: preview, encode (unless the data pass already did), pad or pack.
+"""The data collator: pads or packs examples the data pass (`lookahead.data.prepare`) already encoded.
 
-A sweep over `method.m` never rewrites data files: previews are applied in memory, per run.
+Padding goes on the right; padded positions get attention 0 and label IGNORE_INDEX by construction, so a pad id equal
+to EOS never masks the real end-of-turn token.
 """
 
 from __future__ import annotations
@@ -10,73 +11,33 @@ from typing import Any
 import torch
 
 from lookahead.constants import IGNORE_INDEX
-from lookahead.data.tokenize import ChatEncoder, Encoded, Skip
-from lookahead.errors import ConfigError
-from lookahead.preview.base import PreviewResult, PreviewStrategy, preview_messages
+from lookahead.data.tokenize import Encoded
 
 
 class LookaheadCollator:
-    """Turns `{"messages", "preview"}` examples into a padded batch.
-
-    Training examples (`preview=True`) get the preview strategy; evaluation examples (`preview=False`) never do.
-    Padding goes on the right; padded positions get attention 0 and label IGNORE_INDEX by construction, so a pad
-    id equal to EOS never masks the real end-of-turn token.
+    """Turns encoded examples (`input_ids`, `labels`, and `ref_logps` where an objective precomputed them) into a
+    batch: padded rows with an attention mask, or one padding-free row with `position_ids`.
 
     Example:
-        >>> batch = collator([{"messages": msgs, "preview": True}])  # doctest: +SKIP
-        >>> batch["labels"][0]                                      # doctest: +SKIP
-        tensor([-100, -100, ..., 22, 1345, 2])
+        >>> batch = collator([{"input_ids": [1, 5, 9], "labels": [-100, 5, 9]}])  # doctest: +SKIP
+        >>> batch["labels"][0]                                                    # doctest: +SKIP
+        tensor([-100, 5, 9])
     """
 
-    def __init__(
-        self,
-        encoder: ChatEncoder,
-        strategy: PreviewStrategy,
-        pad_to_multiple_of: int | None = None,
-        padding_free: bool = False,
-    ):
-        self.encoder = encoder
-        self.strategy = strategy
+    def __init__(self, tokenizer: Any, pad_to_multiple_of: int | None = None, padding_free: bool = False):
         self.pad_to_multiple_of = pad_to_multiple_of
         self.padding_free = padding_free
-        tok = encoder.tokenizer
-        self.pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
 
-    def encode_example(self, example: dict[str, Any]) -> Encoded | Skip:
-        return self.preview_and_encode(example)[0]
-
-    def preview_and_encode(self, example: dict[str, Any]) -> tuple[Encoded | Skip, PreviewResult | None]:
-        """Encode one example, previewed unless it is an evaluation example; also return what the preview did."""
-        messages, preview = example["messages"], None
-        if example.get("preview", True):
-            messages, preview = preview_messages(messages, self.strategy, self.encoder.tokenizer)
-        return self.encoder.encode(messages), preview
-
-    def trainable_encoding(self, example: dict[str, Any]) -> Encoded:
-        """The encoding the data pass kept (lookahead.data.prepare), or a fresh one for an example it never saw."""
-        if "input_ids" in example:
-            return Encoded(list(example["input_ids"]), list(example["labels"]))
-        enc = self.encode_example(example)
-        if isinstance(enc, Skip):
-            # The dataset is filtered with the same encoder before training, so this is a bug, not bad data.
-            raise RuntimeError(f"example reached the collator unfiltered ({enc.value}): {example['messages'][-2]}")
-        return enc
-
-    def check_preview_survives_template(self, example: dict[str, Any]) -> None:
-        """Refuse a chat template that trims or rewrites the connector: the model would never see the preview."""
-        connector = getattr(self.strategy, "connector", None)
-        if not connector:
-            return
-        messages, _ = preview_messages(example["messages"], self.strategy, self.encoder.tokenizer)
-        prompt = self.encoder.render(self.encoder.fit_system(messages[:-1]), add_generation_prompt=True)
-        if connector.strip() not in prompt:
-            raise ConfigError(
-                f"method.connector={connector!r}: the chat template of '{self.encoder.tokenizer.name_or_path}' trims "
-                "or rewrites it, so the preview would not reach the model; choose another connector or template"
-            )
+    @staticmethod
+    def encoding(example: dict[str, Any]) -> Encoded:
+        if "input_ids" not in example:
+            # The data pass encodes and filters every example before training, so this is a bug, not bad data.
+            raise RuntimeError(f"example reached the collator unencoded: {str(example.get('messages'))[:200]}")
+        return Encoded(list(example["input_ids"]), list(example["labels"]))
 
     def __call__(self, examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        encoded = [self.trainable_encoding(example) for example in examples]
+        encoded = [self.encoding(example) for example in examples]
         batch = self.pack(encoded) if self.padding_free else self.pad(encoded)
         if all("ref_logps" in example for example in examples):
             batch["ref_logps"] = self.place_on_labels(batch["labels"], [ex["ref_logps"] for ex in examples])

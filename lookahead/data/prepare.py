@@ -1,7 +1,8 @@
-"""One pass over the data before the model loads: fail early on bad data, filter untrainable examples, count.
+"""The data pass, in one place and in order: source -> messages -> safety mix -> preview -> ids and labels -> filter.
 
-It previews and encodes every example once and keeps the result, so training batches only pad. A sweep over
-`method.m` still never rewrites a data file: the encodings live in memory for the run.
+It runs once before the model loads, so bad data fails early, and keeps every example's ids and labels, so the
+collator only pads or packs. A sweep over `method.m` still never rewrites a data file: the encodings live in memory
+for the run. Training examples (`preview=True`) get the preview; evaluation examples (`preview=False`) never do.
 """
 
 from __future__ import annotations
@@ -12,9 +13,14 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from omegaconf import DictConfig
+
 from lookahead.data.collator import LookaheadCollator
-from lookahead.data.tokenize import Skip
-from lookahead.errors import DataError
+from lookahead.data.safety_mix import SAFETY, mix_in_safety
+from lookahead.data.sources import load_examples, split_train_eval
+from lookahead.data.tokenize import ChatEncoder, Encoded, Skip
+from lookahead.errors import ConfigError, DataError
+from lookahead.preview.base import PreviewResult, PreviewStrategy, preview_messages
 
 log = logging.getLogger(__name__)
 
@@ -45,14 +51,53 @@ class DataReport:
         return out
 
 
+class ExampleEncoder:
+    """A preview strategy and a chat encoder: one example's messages to its ids and labels."""
+
+    def __init__(self, encoder: ChatEncoder, strategy: PreviewStrategy):
+        self.encoder = encoder
+        self.strategy = strategy
+
+    def encode(self, example: dict[str, Any]) -> tuple[Encoded | Skip, PreviewResult | None]:
+        """Encode one example, previewed unless it is an evaluation example; also return what the preview did."""
+        messages, preview = example["messages"], None
+        if example.get("preview", True):
+            messages, preview = preview_messages(messages, self.strategy, self.encoder.tokenizer)
+        return self.encoder.encode(messages), preview
+
+    def check_preview_survives_template(self, example: dict[str, Any]) -> None:
+        """Refuse a chat template that trims or rewrites the connector: the model would never see the preview."""
+        connector = getattr(self.strategy, "connector", None)
+        if not connector:
+            return
+        messages, _ = preview_messages(example["messages"], self.strategy, self.encoder.tokenizer)
+        prompt = self.encoder.render(self.encoder.fit_system(messages[:-1]), add_generation_prompt=True)
+        if connector.strip() not in prompt:
+            raise ConfigError(
+                f"method.connector={connector!r}: the chat template of '{self.encoder.tokenizer.name_or_path}' trims "
+                "or rewrites it, so the preview would not reach the model; choose another connector or template"
+            )
+
+
+def encode_all(examples: list[dict[str, Any]], example_encoder: ExampleEncoder) -> list[dict[str, Any]]:
+    """Encode examples known to be trainable (tests, scripts); an untrainable one is an error naming it."""
+    out = []
+    for i, example in enumerate(examples):
+        enc, _ = example_encoder.encode(example)
+        if isinstance(enc, Skip):
+            raise DataError("examples", f"cannot be trained ({enc.value})", line=i)
+        out.append({**example, "input_ids": enc.input_ids, "labels": enc.labels, "length": len(enc.input_ids)})
+    return out
+
+
 def filter_trainable(
-    examples: list[dict[str, Any]], collator: LookaheadCollator, *, name: str, max_skip_fraction: float
+    examples: list[dict[str, Any]], example_encoder: ExampleEncoder, *, name: str, max_skip_fraction: float
 ) -> tuple[list[dict[str, Any]], DataReport]:
     """Keep the examples that encode to at least one label token; count the rest and why."""
     report = DataReport(total=len(examples))
     kept = []
     for i, example in enumerate(examples):
-        enc, preview = collator.preview_and_encode(example)
+        enc, preview = example_encoder.encode(example)
         report.whole_answer_previewed += bool(preview and preview.whole_answer_previewed)
         if isinstance(enc, Skip):
             report.skipped[enc] += 1
@@ -97,3 +142,53 @@ def filter_trainable(
             "%s: %d answers are shorter than method.m and are previewed whole", name, report.whole_answer_previewed
         )
     return kept, report
+
+
+@dataclass
+class TrainingData:
+    tokenizer: Any
+    example_encoder: ExampleEncoder
+    collator: LookaheadCollator
+    train: list[dict[str, Any]]
+    eval: list[dict[str, Any]]
+    metrics: dict[str, Any]
+
+
+def prepare_training_data(cfg: DictConfig, tokenizer: Any, strategy: PreviewStrategy) -> TrainingData:
+    """The whole pass for a run: everything the Trainer needs but the model."""
+    encoder = ChatEncoder(tokenizer, cfg.trainer.max_seq_length, cfg.dataset.system_policy)
+    if not encoder.supports_system and cfg.dataset.get("system_prompt"):
+        log.info("The chat template has no system role: dataset.system_policy=%s", cfg.dataset.system_policy)
+    example_encoder = ExampleEncoder(encoder, strategy)
+    collator = LookaheadCollator(tokenizer, cfg.trainer.get("pad_to_multiple_of"), bool(cfg.trainer.padding_free))
+
+    examples = load_examples(cfg.dataset)
+    train_examples, eval_examples = split_train_eval(examples, int(cfg.dataset.eval_size), cfg.trainer.seed)
+    train_examples = mix_in_safety(train_examples, cfg.dataset, cfg.trainer.seed)
+    example_encoder.check_preview_survives_template(train_examples[0])
+    train_examples, report = filter_trainable(
+        train_examples,
+        example_encoder,
+        name=f"{cfg.dataset.name}/train",
+        max_skip_fraction=cfg.dataset.max_skip_fraction,
+    )
+    metrics: dict[str, Any] = report.as_metrics("train")
+    metrics["train/safety_examples"] = sum(ex.get("source") == SAFETY for ex in train_examples)
+    if eval_examples:
+        eval_examples, eval_report = filter_trainable(
+            eval_examples,
+            example_encoder,
+            name=f"{cfg.dataset.name}/eval",
+            max_skip_fraction=cfg.dataset.max_skip_fraction,
+        )
+        metrics.update(eval_report.as_metrics("eval"))
+    return TrainingData(tokenizer, example_encoder, collator, train_examples, eval_examples, metrics)
+
+
+def refilter(data: TrainingData, examples: list[dict[str, Any]], name: str, max_skip_fraction: float) -> TrainingData:
+    """The same pass over training examples an objective rewrote (SDFT): new answers, new ids and labels."""
+    stale = [{k: v for k, v in ex.items() if k not in ("input_ids", "labels", "length")} for ex in examples]
+    kept, report = filter_trainable(stale, data.example_encoder, name=name, max_skip_fraction=max_skip_fraction)
+    metrics = {**data.metrics}
+    metrics.update({k: v for k, v in report.as_metrics("train").items() if k in ("train/kept", "train/tokens")})
+    return TrainingData(data.tokenizer, data.example_encoder, data.collator, kept, data.eval, metrics)

@@ -1,34 +1,42 @@
-"""Length-grouped sampling: batches of similar length waste less compute on padding.
+"""Length-grouped order: batches of similar length waste less compute on padding.
 
-Each epoch is a seeded permutation of all examples (so every example is seen exactly once per epoch), cut into
-mega-batches whose members are sorted by length. The order depends only on (seed, epoch), so a resumed run sees the
-same batches as an uninterrupted one.
+Each epoch's order is `transformers.trainer_pt_utils.get_length_grouped_indices` over a generator seeded with
+(seed, epoch): a permutation of all examples (each seen once per epoch), cut into mega-batches sorted by length. The
+order depends only on (seed, epoch), so a resumed run sees the same batches as an uninterrupted one.
+
+The Trainer reads the dataset in order (`train_sampling_strategy="sequential"`) and tells the dataset its epoch
+through `set_epoch`, as it does for any dataset that has one: no Trainer method is overridden.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
-from torch.utils.data import Sampler
+from torch.utils.data import Dataset
+from transformers.trainer_pt_utils import get_length_grouped_indices
 
 
-class LengthGroupedSampler(Sampler[int]):
-    def __init__(self, lengths: Sequence[int], group_size: int, seed: int, mega_batch_factor: int = 50):
-        self.lengths = list(lengths)
-        self.mega = max(1, group_size * mega_batch_factor)
+class LengthGroupedOrder(Dataset):
+    def __init__(self, examples: Sequence[dict[str, Any]], group_size: int, seed: int):
+        self.examples = examples
+        self.lengths = [int(ex["length"]) for ex in examples]
+        self.group_size = max(1, int(group_size))
         self.seed = seed
-        self.epoch = 0
+        self.set_epoch(0)
 
     def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+        self.epoch = int(epoch)
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        self.order = get_length_grouped_indices(self.lengths, self.group_size, generator=generator)
 
     def __len__(self) -> int:
-        return len(self.lengths)
+        return len(self.examples)
 
-    def __iter__(self) -> Iterator[int]:
-        generator = torch.Generator().manual_seed(self.seed + self.epoch)
-        order = torch.randperm(len(self.lengths), generator=generator).tolist()
-        for start in range(0, len(order), self.mega):
-            chunk = order[start : start + self.mega]
-            yield from sorted(chunk, key=lambda i: -self.lengths[i])
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        return self.examples[self.order[index]]
+
+
+def length_grouped(examples: Sequence[dict[str, Any]], group_size: int, seed: int) -> LengthGroupedOrder:
+    return LengthGroupedOrder(examples, group_size, seed)

@@ -276,7 +276,7 @@ class HFJudge:
         return {"safe": True, "unsafe": False}.get(first)
 
     def judge(self, prompts: list[str], responses: list[str]) -> list[bool | None]:
-        from lookahead.evaluation.generation import generate_batched
+        from lookahead.generation import generate_batched
 
         ids = [
             list(

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from lookahead.chunked_head import accepts_logits_to_keep
+from lookahead.objectives.chunked_head import accepts_logits_to_keep
 
 
 def seed_context(model: Any, seed_model: Any | None) -> tuple[Any, Callable[[], Any]]:

@@ -10,7 +10,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from lookahead.errors import ConfigError
-from lookahead.modeling import load_model, load_tokenizer, resolve_model_path
+from lookahead.models.loading import load_model, load_tokenizer, resolve_model_path
 
 log = logging.getLogger(__name__)
 

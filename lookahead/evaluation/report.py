@@ -10,11 +10,24 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
+from lookahead.components import describe_run
+from lookahead.errors import LookaheadError
 from lookahead.evaluation.runner import plot_kl
 from lookahead.evaluation.scorecard import utility_metric
-from lookahead.reporting import SUMMARY_FILE, escape_markdown
+from lookahead.training.summary import SUMMARY_FILE, escape_markdown
 
-COLUMNS = ["run", "method", "preview", "rsr", "jsr", "utility", "utility_metric", "loss_first_k", "final_loss"]
+COLUMNS = [
+    "run",
+    "method",
+    "preview",
+    "objective",
+    "rsr",
+    "jsr",
+    "utility",
+    "utility_metric",
+    "loss_first_k",
+    "final_loss",
+]
 CHANGES = ["rsr_change", "jsr_change", "utility_change"]  # this run minus its seed model
 
 
@@ -38,17 +51,21 @@ def run_row(run_dir: Path) -> dict[str, Any]:
     results = json.loads(results_path.read_text()) if results_path.is_file() else {}
     cfg = OmegaConf.load(run_dir / "config.yaml") if (run_dir / "config.yaml").is_file() else OmegaConf.create({})
     # A dir with results but no training run is a seed-model evaluation.
-    method = OmegaConf.select(cfg, "method.name", default=summary.get("method")) or "seed"
-    preview = {
-        "real_prefix": f"m={OmegaConf.select(cfg, 'method.m')}",
-        "virtual_prefix": f"P={OmegaConf.select(cfg, 'method.prefix')!r}",
-    }.get(method, "")
+    method, preview, objective = "seed", "", ""
+    if OmegaConf.select(cfg, "method") is not None:
+        try:
+            run = describe_run(cfg)
+            method, preview = run["preview"], run["preview_label"]
+            objective = run["objective"] if run["objective"] != "sft" else ""
+        except LookaheadError:  # a run dir from an older version whose config names no preview class
+            method = str(OmegaConf.select(cfg, "method.name", default=summary.get("method")) or "unknown")
     utility, metric = _utility(results)
     safety = results.get("safety", {})
     row = {
         "run": run_dir.name,
         "method": method,
         "preview": preview,
+        "objective": objective,
         "rsr": safety.get("rsr"),
         "jsr": safety.get("jsr"),
         "utility": utility,
@@ -141,7 +158,11 @@ def write_report(paths: list[Path], out_dir: Path) -> dict[str, Path]:
     for i, (r, (x, y)) in enumerate(zip(scored, points)):
         ax.scatter([x], [y], marker="*" if i in front else "o", s=120 if i in front else 40)
         ax.annotate(
-            f"{r['method']} {r['preview']}".strip(), (x, y), fontsize=7, xytext=(4, 4), textcoords="offset points"
+            " ".join(x for x in (r["method"], r.get("objective", ""), r["preview"]) if x),
+            (x, y),
+            fontsize=7,
+            xytext=(4, 4),
+            textcoords="offset points",
         )
     if front:
         xs, ys = zip(*sorted(points[i] for i in front))

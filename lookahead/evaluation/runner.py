@@ -16,13 +16,13 @@ from omegaconf import DictConfig, OmegaConf
 from lookahead.data.sources import load_examples
 from lookahead.data.tokenize import ChatEncoder
 from lookahead.errors import ConfigError, EvaluationError
-from lookahead.evaluation.generation import generate_batched, map_across_processes, stop_token_ids
 from lookahead.evaluation.judges import HFJudge, JudgeTemplate, KeywordJudge, LLMJudge
 from lookahead.evaluation.kl import per_position_kl
 from lookahead.evaluation.loading import LoadedModel, load_for_evaluation
 from lookahead.evaluation.metrics import exact_match, gsm8k_correct, rouge1_f
 from lookahead.evaluation.safety_data import HarmfulPrompt, load_harmful_prompts
 from lookahead.evaluation.scorecard import write_safety_section
+from lookahead.generation import generate_batched, map_across_processes, stop_token_ids
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from lookahead.reporting import escape_markdown
+from lookahead.training.summary import escape_markdown
 
 SECTION_START = "<!-- lookahead:safety-evaluation:start -->"
 SECTION_END = "<!-- lookahead:safety-evaluation:end -->"

@@ -9,6 +9,13 @@ from typing import Any, Protocol
 from lookahead.constants import ASSISTANT, USER
 from lookahead.errors import ConfigError
 
+# The one place the default connector is written: the configs leave `method.connector: null` to mean this.
+DEFAULT_CONNECTOR = " The answer begins with: "
+
+
+def connector_or_default(connector: str | None) -> str:
+    return DEFAULT_CONNECTOR if connector is None else connector
+
 
 def check_connector(connector: object) -> None:
     """A connector must be visible text: whitespace alone is trimmed by chat templates or lost between words."""
@@ -17,7 +24,7 @@ def check_connector(connector: object) -> None:
     if not connector.strip():
         raise ConfigError(
             f"method.connector={connector!r}: only whitespace, which chat templates trim, so the preview would run "
-            "into the instruction; use visible text such as ' The answer begins with: '"
+            f"into the instruction; use visible text such as {DEFAULT_CONNECTOR!r}"
         )
 
 
@@ -29,10 +36,21 @@ class PreviewResult:
 
 
 class PreviewStrategy(Protocol):
+    """A preview is one class like this plus one YAML in `configs/method/`; nothing else names it."""
+
     name: str
+    tag: str | None  # the short form used in run names
 
     def apply(self, user: str, answer: str, tokenizer: Any) -> PreviewResult:
         """Return the rewritten (user, answer) pair for one training example."""
+        ...
+
+    def describe(self) -> str:
+        """What the preview shows, in words, for the model card."""
+        ...
+
+    def label(self) -> str:
+        """Its settings in a few characters, for report tables and plots (e.g. `m=6`); may be empty."""
         ...
 
 

@@ -6,21 +6,20 @@ from dataclasses import dataclass
 from typing import Any
 
 from lookahead.errors import ConfigError
-from lookahead.preview.base import PreviewResult, check_connector
-
-DEFAULT_CONNECTOR = " The answer begins with: "
+from lookahead.preview.base import PreviewResult, check_connector, connector_or_default
 
 
 @dataclass(frozen=True)
 class RealPrefix:
     m: int = 6
-    connector: str = DEFAULT_CONNECTOR
+    connector: str | None = None  # None: the default connector
     name: str = "real_prefix"
     tag: str | None = None  # the short form used in run names
 
     def __post_init__(self) -> None:
         if isinstance(self.m, bool) or not isinstance(self.m, int) or self.m <= 0:
             raise ConfigError(f"method.m={self.m!r}: the number of previewed answer tokens must be a positive integer")
+        object.__setattr__(self, "connector", connector_or_default(self.connector))
         check_connector(self.connector)
 
     def apply(self, user: str, answer: str, tokenizer: Any) -> PreviewResult:
@@ -29,3 +28,12 @@ class RealPrefix:
         # A cut inside a multi-byte character decodes to U+FFFD; show only whole characters.
         head = head.rstrip("\ufffd")
         return PreviewResult(user + self.connector + head, answer, whole_answer_previewed=len(ids) <= self.m)
+
+    def describe(self) -> str:
+        return (
+            f"the first {self.m} tokens of each answer, shown in the prompt after {self.connector!r}; the trained "
+            "answer is unchanged"
+        )
+
+    def label(self) -> str:
+        return f"m={self.m}"

@@ -15,3 +15,9 @@ class Vanilla:
 
     def apply(self, user: str, answer: str, tokenizer: Any) -> PreviewResult:
         return PreviewResult(user, answer)
+
+    def describe(self) -> str:
+        return "none (a plain fine-tune: the baseline)"
+
+    def label(self) -> str:
+        return ""

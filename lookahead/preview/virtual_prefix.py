@@ -6,8 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from lookahead.errors import ConfigError
-from lookahead.preview.base import PreviewResult, check_connector
-from lookahead.preview.real_prefix import DEFAULT_CONNECTOR
+from lookahead.preview.base import PreviewResult, check_connector, connector_or_default
 
 DEFAULT_PREFIX = "Let's solve this problem. "
 
@@ -15,14 +14,21 @@ DEFAULT_PREFIX = "Let's solve this problem. "
 @dataclass(frozen=True)
 class VirtualPrefix:
     prefix: str = DEFAULT_PREFIX
-    connector: str = DEFAULT_CONNECTOR
+    connector: str | None = None  # None: the default connector
     name: str = "virtual_prefix"
     tag: str | None = None  # the short form used in run names
 
     def __post_init__(self) -> None:
         if not isinstance(self.prefix, str) or not self.prefix.strip():
             raise ConfigError(f"method.prefix={self.prefix!r}: the virtual prefix must be non-empty text")
+        object.__setattr__(self, "connector", connector_or_default(self.connector))
         check_connector(self.connector)
 
     def apply(self, user: str, answer: str, tokenizer: Any) -> PreviewResult:
         return PreviewResult(user + self.connector + self.prefix, self.prefix + answer)
+
+    def describe(self) -> str:
+        return f"{self.prefix!r} shown in the prompt after {self.connector!r}, and trained as the start of every answer"
+
+    def label(self) -> str:
+        return f"P={self.prefix!r}"

@@ -6,13 +6,19 @@ import pytest
 import torch
 
 from lookahead.constants import IGNORE_INDEX
-from lookahead.data.collator import LookaheadCollator
+from lookahead.data.prepare import ExampleEncoder
 from lookahead.data.tokenize import ChatEncoder, Skip
 from lookahead.errors import ConfigError
 from lookahead.preview import RealPrefix, Vanilla, VirtualPrefix, preview_messages
-from tests.conftest import TOKENIZERS, gsm8k_records, load_shared_tokenizer, requires_shared
-
-pytestmark = requires_shared
+from tests.conftest import (
+    ALL_TOKENIZERS,
+    arithmetic_records,
+    collate,
+    gsm8k_records,
+    load_tokenizer,
+    requires_shared,
+    tokenizers_for,
+)
 
 SYSTEM = "You are a helpful assistant."
 CONNECTOR = " The answer begins with: "
@@ -23,6 +29,8 @@ END_OF_TURN = {
     "mistral-instruct": "</s>",
     "qwen2.5-instruct": "<|im_end|>",
     "smollm2-instruct": "<|im_end|>",
+    "llama3-style": "<|eot_id|>",
+    "chatml-style": "<|im_end|>",
 }
 STRATEGIES = {"vanilla": Vanilla(), "real_prefix": RealPrefix(m=6), "virtual_prefix": VirtualPrefix()}
 
@@ -40,24 +48,32 @@ def oracle_ids(tokenizer, messages, add_generation_prompt):
     )
 
 
+def records_for(name: str, n: int) -> list[dict]:
+    """Real GSM8K rows for the real tokenizers, generated GSM8K-shaped rows for the built ones."""
+    return gsm8k_records(n) if name in END_OF_TURN and not name.endswith("-style") else arithmetic_records(n, seed=3)
+
+
 def prompt_length(labels: list[int]) -> int:
     return next(i for i, t in enumerate(labels) if t != IGNORE_INDEX)
 
 
 class TestChatEncoderMatrix:
-    """Every shared tokenizer x every method, on real GSM8K examples."""
+    """Every chat tokenizer x every method: the two built at test time, and the five real ones (with real GSM8K)."""
 
     @pytest.mark.parametrize("method", list(STRATEGIES))
-    @pytest.mark.parametrize("name", TOKENIZERS)
-    def test_encode_trains_exactly_the_answer_and_end_of_turn(self, name, method):
-        tokenizer = load_shared_tokenizer(name)
+    @pytest.mark.parametrize("tokenizers", ALL_TOKENIZERS)
+    def test_encode_trains_exactly_the_answer_and_end_of_turn(self, tokenizers, method):
+        for name, tokenizer in tokenizers_for(tokenizers):
+            self.check_answer_and_end_of_turn(name, tokenizer, method)
+
+    def check_answer_and_end_of_turn(self, name, tokenizer, method):
         encoder = ChatEncoder(tokenizer, max_seq_length=2048)
         strategy = STRATEGIES[method]
-        collator = LookaheadCollator(encoder, strategy)
-        for record in gsm8k_records(4):
+        example_encoder = ExampleEncoder(encoder, strategy)
+        for record in records_for(name, 4):
             messages = conversation(record)
             previewed, _ = preview_messages(messages, strategy, tokenizer)
-            enc = collator.encode_example({"messages": messages, "preview": True})
+            enc, _ = example_encoder.encode({"messages": messages, "preview": True})
             n_prompt = prompt_length(enc.labels)
 
             # Labels are IGNORE_INDEX on the whole prompt and equal the input on the answer span.
@@ -67,7 +83,7 @@ class TestChatEncoderMatrix:
             # The trained text is the (previewed, for virtual) answer plus the template's end-of-turn marker.
             answer = previewed[-1]["content"].strip()
             trained = tokenizer.decode(enc.input_ids[n_prompt:], skip_special_tokens=False)
-            assert trained.strip() == (answer + END_OF_TURN[name]).strip()
+            assert trained.strip() == (answer + END_OF_TURN[name]).strip(), name
             if method == "virtual_prefix":
                 assert trained.lstrip().startswith("Let's solve this problem. " + record["answer"][:10])
 
@@ -84,12 +100,15 @@ class TestChatEncoderMatrix:
                 assert enc.input_ids[:2].count(tokenizer.bos_token_id) <= 1
 
     @pytest.mark.parametrize("method", ["real_prefix", "virtual_prefix"])
-    @pytest.mark.parametrize("name", TOKENIZERS)
-    def test_preview_is_in_the_user_turn_and_never_in_eval_prompts(self, name, method):
-        tokenizer = load_shared_tokenizer(name)
+    @pytest.mark.parametrize("tokenizers", ALL_TOKENIZERS)
+    def test_preview_is_in_the_user_turn_and_never_in_eval_prompts(self, tokenizers, method):
+        for name, tokenizer in tokenizers_for(tokenizers):
+            self.check_preview_placement(name, tokenizer, method)
+
+    def check_preview_placement(self, name, tokenizer, method):
         encoder = ChatEncoder(tokenizer, max_seq_length=2048)
-        collator = LookaheadCollator(encoder, STRATEGIES[method])
-        record = gsm8k_records(1)[0]
+        example_encoder = ExampleEncoder(encoder, STRATEGIES[method])
+        record = records_for(name, 1)[0]
         messages = conversation(record)
         if method == "real_prefix":
             ids = tokenizer(record["answer"], add_special_tokens=False)["input_ids"][:6]
@@ -97,12 +116,12 @@ class TestChatEncoderMatrix:
         else:
             preview = "Let's solve this problem."
 
-        train = collator.encode_example({"messages": messages, "preview": True})
+        train, _ = example_encoder.encode({"messages": messages, "preview": True})
         n_prompt = prompt_length(train.labels)
         prompt_text = tokenizer.decode(train.input_ids[:n_prompt])
         assert (record["question"] + CONNECTOR + preview).strip() in prompt_text
 
-        evaluation = collator.encode_example({"messages": messages, "preview": False})
+        evaluation, _ = example_encoder.encode({"messages": messages, "preview": False})
         eval_prompt = tokenizer.decode(evaluation.input_ids[: prompt_length(evaluation.labels)])
         assert CONNECTOR.strip() not in eval_prompt
         inference = tokenizer.decode(encoder.encode_prompt(messages[:-1]))
@@ -113,16 +132,17 @@ class TestChatEncoderMatrix:
 class TestChatEncoderTraps:
     def test_apply_chat_template_returns_a_dict_unless_told_otherwise(self):
         """transformers 5 returns a BatchEncoding from apply_chat_template by default; we always ask for text/ids."""
-        tokenizer = load_shared_tokenizer("llama3-instruct")
+        tokenizer = load_tokenizer("llama3-style")
         messages = [{"role": "user", "content": "hi"}]
         assert not isinstance(tokenizer.apply_chat_template(messages), list)
         assert isinstance(tokenizer.apply_chat_template(messages, return_dict=False), list)
         assert isinstance(ChatEncoder(tokenizer, 64).render(messages, add_generation_prompt=True), str)
 
+    @requires_shared
     @pytest.mark.parametrize("name", ["qwen2.5-instruct", "smollm2-instruct"])
     def test_encode_chatml_answer_with_leading_whitespace_keeps_the_inference_prompt(self, name):
         """ChatML: the prompt ends in "\\n"; an answer starting with "\\n\\n" merges with it when tokenized jointly."""
-        tokenizer = load_shared_tokenizer(name)
+        tokenizer = load_tokenizer(name)
         encoder = ChatEncoder(tokenizer, 256)
         messages = [{"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "\n\nSure"}]
         prompt = oracle_ids(tokenizer, messages[:1], add_generation_prompt=True)
@@ -135,18 +155,23 @@ class TestChatEncoderTraps:
         assert enc.input_ids[:n_prompt] == prompt
         assert tokenizer.decode(enc.input_ids[n_prompt:]) == "\n\nSure<|im_end|>"
 
-    @pytest.mark.parametrize("name", ["llama2-chat", "llama3-instruct"])
-    def test_encode_trimming_template_trains_the_trimmed_answer(self, name):
-        tokenizer = load_shared_tokenizer(name)
-        encoder = ChatEncoder(tokenizer, 256)
-        enc = encoder.encode([{"role": "user", "content": "  2+2?  "}, {"role": "assistant", "content": "\n 4 \n\n"}])
-        trained = tokenizer.decode(enc.input_ids[prompt_length(enc.labels) :])
-        assert trained.strip() == ("4" + END_OF_TURN[name]).strip()
+    @pytest.mark.parametrize(
+        "names", [["llama3-style"], pytest.param(["llama2-chat", "llama3-instruct"], marks=requires_shared)]
+    )
+    def test_encode_trimming_template_trains_the_trimmed_answer(self, names):
+        for name in names:
+            tokenizer = load_tokenizer(name)
+            encoder = ChatEncoder(tokenizer, 256)
+            conversation = [{"role": "user", "content": "  2+2?  "}, {"role": "assistant", "content": "\n 4 \n\n"}]
+            enc = encoder.encode(conversation)
+            trained = tokenizer.decode(enc.input_ids[prompt_length(enc.labels) :])
+            assert trained.strip() == ("4" + END_OF_TURN[name]).strip(), name
 
-    def test_encode_pad_equal_to_eos_keeps_the_real_eos_trained(self):
-        tokenizer = load_shared_tokenizer("smollm2-instruct")
+    @pytest.mark.parametrize("name", ["chatml-style", pytest.param("smollm2-instruct", marks=requires_shared)])
+    def test_encode_pad_equal_to_eos_keeps_the_real_eos_trained(self, name):
+        tokenizer = load_tokenizer(name)
         assert tokenizer.pad_token_id == tokenizer.eos_token_id
-        collator = LookaheadCollator(ChatEncoder(tokenizer, 256), Vanilla())
+        encoder = ChatEncoder(tokenizer, 256)
         short = {
             "messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello."}],
             "preview": True,
@@ -158,7 +183,7 @@ class TestChatEncoderTraps:
             ],
             "preview": True,
         }
-        batch = collator([short, long])
+        batch = collate(encoder, Vanilla(), [short, long])
         row = batch["labels"][0]
         length = int(batch["attention_mask"][0].sum())
         assert row[length - 1].item() == tokenizer.eos_token_id  # the real end-of-turn is trained
@@ -167,8 +192,9 @@ class TestChatEncoderTraps:
         assert batch["labels"][1, -1].item() == tokenizer.eos_token_id
         assert batch["attention_mask"].tolist()[1] == [1] * batch["input_ids"].shape[1]
 
+    @requires_shared
     def test_no_system_role_merges_drops_or_refuses(self):
-        tokenizer = load_shared_tokenizer("mistral-instruct")
+        tokenizer = load_tokenizer("mistral-instruct")
         messages = [
             {"role": "system", "content": "Be brief."},
             {"role": "user", "content": "Hi"},
@@ -183,18 +209,23 @@ class TestChatEncoderTraps:
         with pytest.raises(ConfigError, match="no system role"):
             ChatEncoder(tokenizer, 256, system_policy="error").encode(messages)
 
+    @requires_shared
     def test_template_without_generation_prompt_still_splits_at_the_answer(self):
         """Llama-2's template ignores add_generation_prompt: the prompt ends at [/INST]."""
-        tokenizer = load_shared_tokenizer("llama2-chat")
+        tokenizer = load_tokenizer("llama2-chat")
         encoder = ChatEncoder(tokenizer, 256)
         enc = encoder.encode([{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}])
         n_prompt = prompt_length(enc.labels)
         assert tokenizer.decode(enc.input_ids[:n_prompt]) == "<s> [INST] Hi [/INST]"
         assert tokenizer.convert_ids_to_tokens(enc.input_ids[n_prompt:]) == ["▁Hello", "▁", "</s>"]
 
-    def test_tokenizer_that_adds_bos_gets_exactly_one(self):
-        for name in ["llama2-chat", "mistral-instruct", "llama3-instruct"]:
-            tokenizer = load_shared_tokenizer(name)
+    @pytest.mark.parametrize(
+        "names",
+        [["llama3-style"], pytest.param(["llama2-chat", "mistral-instruct", "llama3-instruct"], marks=requires_shared)],
+    )
+    def test_tokenizer_that_adds_bos_gets_exactly_one(self, names):
+        for name in names:
+            tokenizer = load_tokenizer(name)
             enc = ChatEncoder(tokenizer, 256).encode(
                 [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Yo"}]
             )
@@ -202,7 +233,7 @@ class TestChatEncoderTraps:
             assert enc.input_ids[1] != tokenizer.bos_token_id
 
     def test_encode_truncates_answers_and_skips_long_prompts(self):
-        tokenizer = load_shared_tokenizer("llama3-instruct")
+        tokenizer = load_tokenizer("llama3-style")
         messages = [
             {"role": "user", "content": "Say it"},
             {"role": "assistant", "content": "one two three four five six seven"},
@@ -214,7 +245,7 @@ class TestChatEncoderTraps:
         assert ChatEncoder(tokenizer, n_prompt).encode(messages) is Skip.PROMPT_TOO_LONG
 
     def test_encoder_without_chat_template_names_the_option(self):
-        tokenizer = load_shared_tokenizer("llama3-instruct")
+        tokenizer = load_tokenizer("llama3-style")
         template, tokenizer.chat_template = tokenizer.chat_template, None
         try:
             with pytest.raises(ConfigError, match="model.chat_template"):
@@ -225,9 +256,8 @@ class TestChatEncoderTraps:
 
 class TestCollator:
     def test_collator_pads_right_with_exact_ids(self):
-        tokenizer = load_shared_tokenizer("llama3-instruct")
+        tokenizer = load_tokenizer("llama3-style")
         encoder = ChatEncoder(tokenizer, 256)
-        collator = LookaheadCollator(encoder, Vanilla(), pad_to_multiple_of=8)
         examples = [
             {
                 "messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}],
@@ -241,7 +271,7 @@ class TestCollator:
                 "preview": True,
             },
         ]
-        batch = collator(examples)
+        batch = collate(encoder, Vanilla(), examples, pad_to_multiple_of=8)
         width = batch["input_ids"].shape[1]
         assert width % 8 == 0
         for row, example in enumerate(examples):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from lookahead.cli import compose_evaluate_config
+from lookahead.commands.compose import compose_evaluate_config
 from lookahead.errors import ConfigError
 from lookahead.evaluation.judges import (
     DEFAULT_TEMPLATE,

@@ -9,13 +9,13 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from lookahead.cli import compose_evaluate_config
+from lookahead.commands.compose import compose_evaluate_config
 from lookahead.data.tokenize import ChatEncoder
 from lookahead.errors import EvaluationError
-from lookahead.evaluation.generation import generate_batched
 from lookahead.evaluation.loading import LoadedModel
 from lookahead.evaluation.runner import Evaluator
 from lookahead.evaluation.safety_data import HarmfulPrompt
+from lookahead.generation import generate_batched
 from tests.conftest import load_shared_tokenizer, requires_shared
 
 

@@ -7,14 +7,15 @@ import json
 import pytest
 import torch
 
-from lookahead.cli import compose_evaluate_config
+from lookahead.commands.compose import compose_evaluate_config
 from lookahead.data.tokenize import ChatEncoder
 from lookahead.errors import ConfigError, DataError
 from lookahead.evaluation.kl import per_position_kl
 from lookahead.evaluation.loading import LoadedModel
 from lookahead.evaluation.runner import Evaluator
 from lookahead.evaluation.safety_data import HarmfulPrompt, load_harmful_prompts
-from lookahead.modeling import apply_lora, build_tiny_llama
+from lookahead.models.loading import build_tiny_llama
+from lookahead.models.lora import apply_lora
 from tests.conftest import SHARED, compose, load_shared_tokenizer, requires_shared
 
 

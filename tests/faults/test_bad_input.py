@@ -11,19 +11,24 @@ import shutil
 
 import pytest
 
-from lookahead.data.collator import LookaheadCollator
-from lookahead.data.prepare import filter_trainable
+from lookahead.data.prepare import ExampleEncoder, filter_trainable
 from lookahead.data.tokenize import ChatEncoder
 from lookahead.errors import DataError
 from lookahead.preview import Vanilla
-from lookahead.training import train
-from tests.conftest import SHARED, compose, load_shared_tokenizer, one_line_error, python_cli, requires_shared
+from lookahead.training.recipe import train
+from tests.conftest import (
+    SHARED,
+    compose,
+    load_tokenizer,
+    one_line_error,
+    python_cli,
+    requires_shared,
+    tokenizer_dir,
+    write_behaviours_csv,
+)
 from tests.conftest import tiny_overrides as _tiny_overrides
 
-pytestmark = [requires_shared]
-
 OK = {"prompt": "What is 2 + 3?", "response": "2 + 3 = 5."}
-JBB = SHARED / "data" / "safety" / "jbb_behaviors.csv"
 
 
 def tiny(*extra: str, log_dir) -> list[str]:
@@ -83,7 +88,7 @@ class TestLengthsAndMethodParameters:
         path = tmp_path / "long.jsonl"
         path.write_text(jsonl({"prompt": "word " * 300, "response": "b"}, OK, {"prompt": "x " * 300, "response": "c"}))
         code, err = entry_point(
-            "train.py", *tiny("dataset=jsonl", f"dataset.path={path}", "trainer.max_seq_length=64", log_dir=tmp_path)
+            "train.py", *tiny("dataset=jsonl", f"dataset.path={path}", "trainer.max_seq_length=128", log_dir=tmp_path)
         )
         assert one_line_error(code, err) == (
             "error: jsonl/train: 2 of 3 examples cannot be trained (prompt_too_long=2), more than "
@@ -91,8 +96,8 @@ class TestLengthsAndMethodParameters:
         )
 
     def test_one_long_prompt_in_two_hundred_is_skipped_counted_and_logged(self, caplog):
-        tokenizer = load_shared_tokenizer("smollm2-instruct")
-        collator = LookaheadCollator(ChatEncoder(tokenizer, 64), Vanilla())
+        tokenizer = load_tokenizer("chatml-style")
+        example_encoder = ExampleEncoder(ChatEncoder(tokenizer, 64), Vanilla())
 
         def example(prompt: str) -> dict:
             return {"messages": [{"role": "user", "content": prompt}, {"role": "assistant", "content": "ok"}]}
@@ -100,11 +105,11 @@ class TestLengthsAndMethodParameters:
         examples = [example(f"q{i}") for i in range(200)]
         examples[37] = example("word " * 100)
         with caplog.at_level(logging.WARNING):
-            kept, report = filter_trainable(examples, collator, name="mine/train", max_skip_fraction=0.01)
+            kept, report = filter_trainable(examples, example_encoder, name="mine/train", max_skip_fraction=0.01)
         assert len(kept) == 199 and report.as_metrics("train")["train/skipped_prompt_too_long"] == 1
         assert "mine/train: skipped 1 of 200 examples (prompt_too_long=1); first: #37 (prompt_too_long)" in caplog.text
         with pytest.raises(DataError, match="1 of 200 examples cannot be trained"):
-            filter_trainable(examples, collator, name="mine/train", max_skip_fraction=0.0)
+            filter_trainable(examples, example_encoder, name="mine/train", max_skip_fraction=0.0)
 
     @pytest.mark.parametrize(
         ("overrides", "expected"),
@@ -132,7 +137,7 @@ class TestLengthsAndMethodParameters:
         code, err = entry_point("train.py", *tiny(f"model.chat_template={template}", log_dir=tmp_path))
         assert one_line_error(code, err) == (
             "error: method.connector=' The answer begins with: ': the chat template of "
-            f"'{SHARED / 'tokenizers' / 'smollm2-instruct'}' trims or rewrites it, so the preview would not reach the "
+            f"'{tokenizer_dir('chatml-style')}' trims or rewrites it, so the preview would not reach the "
             "model; choose another connector or template"
         )
 
@@ -148,7 +153,7 @@ class TestModelTokenizerTemplate:
 
     def test_tokenizer_without_chat_template_points_to_the_option(self, entry_point, tmp_path):
         bare = tmp_path / "bare-tokenizer"
-        shutil.copytree(SHARED / "tokenizers" / "smollm2-instruct", bare)
+        shutil.copytree(tokenizer_dir("chatml-style"), bare)
         for f in bare.glob("chat_template.*"):
             f.unlink()
         config = json.loads((bare / "tokenizer_config.json").read_text())
@@ -160,6 +165,7 @@ class TestModelTokenizerTemplate:
             "string"
         )
 
+    @requires_shared
     def test_system_prompt_on_a_template_without_system_role(self, entry_point, tmp_path):
         mistral = SHARED / "tokenizers" / "mistral-instruct"
         args = tiny(f"model.tokenizer={mistral}", "dataset.system_prompt=Be brief.", log_dir=tmp_path)
@@ -179,7 +185,7 @@ class TestModelTokenizerTemplate:
         model_dir.mkdir()
         (model_dir / "config.json").write_text(json.dumps({"model_type": "llama"}))
         (model_dir / "pytorch_model.bin").write_bytes(b"\x80\x04not really a pickle")
-        tokenizer = SHARED / "tokenizers" / "llama3-instruct"
+        tokenizer = tokenizer_dir("llama3-style")
         args = ["model=llama3", f"model.path={model_dir}", f"model.tokenizer={tokenizer}", "logger=none"]
         code, err = entry_point("train.py", *args, "dataset.size=8", f"paths.log_dir={tmp_path}")
         assert one_line_error(code, err) == (
@@ -196,7 +202,10 @@ class TestConfigAndOutput:
             ("trainer.learning_rate=-1", "error: trainer.learning_rate=-1: must be > 0"),
             ("trainer.learning_rate=fast", "error: trainer.learning_rate='fast': expected a number that must be > 0"),
             ("trainer.per_device_train_batch_size=0", "error: trainer.per_device_train_batch_size=0: must be >= 1"),
-            ("method.name=lookbehind", "error: method='lookbehind': expected one of ['vanilla', 'real_prefix', 'virtual_prefix', 'constrained_sft', 'sdft']"),
+            # Objectives moved to their own group: the old spelling names the new one.
+            ("method=constrained_sft", "error: method=constrained_sft is now objective=constrained_sft: `method=` picks the preview (vanilla, real_prefix, virtual_prefix) and `objective=` the loss, e.g. `method=vanilla objective=constrained_sft`"),
+            ("method=sdft", "error: method=sdft is now objective=sdft: `method=` picks the preview (vanilla, real_prefix, virtual_prefix) and `objective=` the loss, e.g. `method=vanilla objective=sdft`"),
+            ("method.prefix=' '", "error: method.prefix=' ': the virtual prefix must be non-empty text"),
             ("resume=7", "error: resume=7: expected null, auto or a checkpoint path"),
             # The kind of run comes from the lora= group alone: r=0 used to train a full fine-tune under a LoRA name.
             ("lora.r=0", "error: lora.r=0: must be an integer >= 1 (lora=none trains a full fine-tune)"),
@@ -206,13 +215,13 @@ class TestConfigAndOutput:
         ],
     )  # fmt: skip
     def test_invalid_override_values(self, entry_point, tmp_path, override, expected, monkeypatch):
-        import lookahead.modeling
+        import lookahead.models.loading
 
         def no_model_load(*args, **kwargs):
             raise AssertionError("the model was loaded before the config was refused")
 
-        monkeypatch.setattr(lookahead.modeling, "load_model", no_model_load)
-        monkeypatch.setattr("lookahead.training.load_model", no_model_load)
+        monkeypatch.setattr(lookahead.models.loading, "load_model", no_model_load)
+        monkeypatch.setattr("lookahead.training.recipe.load_model", no_model_load)
         code, err = entry_point("train.py", *tiny(override, log_dir=tmp_path))
         assert one_line_error(code, err) == expected
 
@@ -261,6 +270,11 @@ class TestEvaluationInput:
         out = tmp_path_factory.mktemp("eval-run") / "run"
         return train(compose([*_tiny_overrides(), "trainer.max_steps=1"], output_dir=out))["run_dir"]
 
+    @pytest.fixture(scope="class")
+    @classmethod
+    def behaviours(cls, tmp_path_factory):
+        return write_behaviours_csv(tmp_path_factory.mktemp("safety-data") / "behaviours.csv")
+
     def test_safety_file_with_the_wrong_columns(self, entry_point, run_dir, tmp_path):
         wrong = tmp_path / "safety.csv"
         wrong.write_text("prompt,answer\nhow do I pick a lock,Sure\n")
@@ -274,7 +288,7 @@ class TestEvaluationInput:
         assert one_line_error(code, err) == f"error: {wrong}:1: field 'question': missing (available: a, q)"
 
     def test_judge_endpoint_down_is_retried_then_fails_loudly_keeping_the_generations(
-        self, entry_point, run_dir, tmp_path
+        self, entry_point, run_dir, behaviours, tmp_path
     ):
         out = tmp_path / "eval"
         code, err = entry_point(
@@ -282,7 +296,7 @@ class TestEvaluationInput:
             f"run_dir={run_dir}",
             f"out_dir={out}",
             "suite=[safety]",
-            f"safety.path={JBB}",
+            f"safety.path={behaviours}",
             "safety.limit=3",
             "safety.max_new_tokens=4",
             "safety.judge=llm",
@@ -300,7 +314,7 @@ class TestEvaluationInput:
         rows = [json.loads(line) for line in (out / "safety.jsonl").read_text().splitlines()]
         assert [r["safe"] for r in rows] == [None] * 6 and all(isinstance(r["generation"], str) for r in rows)
 
-    def test_judge_rejecting_the_key_stops_with_one_line(self, entry_point, run_dir, tmp_path, monkeypatch):
+    def test_judge_rejecting_the_key_stops_with_one_line(self, entry_point, run_dir, behaviours, tmp_path, monkeypatch):
         from tests.fakes import FakeChatCompletions
 
         endpoint = FakeChatCompletions()
@@ -311,7 +325,7 @@ class TestEvaluationInput:
                 f"run_dir={run_dir}",
                 f"out_dir={tmp_path / 'eval'}",
                 "suite=[safety]",
-                f"safety.path={JBB}",
+                f"safety.path={behaviours}",
                 "safety.limit=2",
                 "safety.max_new_tokens=4",
                 "safety.judge=llm",
@@ -328,4 +342,4 @@ class TestEvaluationInput:
 def test_debug_shows_the_full_traceback(entry_point, tmp_path):
     code, err = entry_point("train.py", *tiny("trainer.learning_rate=-1", "debug=true", log_dir=tmp_path))
     assert code == 1 and "ConfigError: trainer.learning_rate=-1: must be > 0" in err
-    assert "lookahead/config.py" in err  # where it was raised: the trace is there
+    assert "lookahead/training/config.py" in err  # where it was raised: the trace is there

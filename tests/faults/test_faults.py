@@ -21,14 +21,13 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from lookahead.errors import ConfigError
-from lookahead.loss import AnswerTokenLoss
-from lookahead.rundir import STAGING_DIR, complete_checkpoints
-from lookahead.safeguards import CheckpointWriteError, TrainingDiverged
-from lookahead.training import train
-from tests.conftest import ROOT, compose, losses, one_line_error, read_metrics, requires_shared, tiny_overrides
+from lookahead.errors import CheckpointWriteError, ConfigError, TrainingDiverged
+from lookahead.objectives.loss import AnswerTokenLoss
+from lookahead.training.checkpoints import complete_checkpoints, incomplete_checkpoints
+from lookahead.training.recipe import train
+from tests.conftest import ROOT, compose, losses, one_line_error, read_metrics, tiny_overrides
 
-pytestmark = [requires_shared, pytest.mark.slow]
+pytestmark = pytest.mark.slow
 
 STEPS = 8
 RUN = "tiny-arithmetic-virtual_prefix-lora"
@@ -95,7 +94,7 @@ def test_kill_9_at_three_random_points_then_resume_auto_ends_like_an_uninterrupt
         survivors = complete_checkpoints(run_dir)
         summary = run_in_process(run_dir, "resume=auto")
         assert summary["global_step"] == STEPS, (point, survivors)
-        assert not (run_dir / STAGING_DIR).exists()
+        assert incomplete_checkpoints(run_dir) == []  # every checkpoint-N left is marked complete
         assert_same_end(run_dir, reference)
 
 
@@ -124,8 +123,8 @@ def test_stop_signal_saves_a_checkpoint_and_exits_then_resumes(reference, tmp_pa
 def test_nan_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch, entry_point):
     real_call, calls = AnswerTokenLoss.__call__, []
 
-    def nan_at_step_5(self, outputs, labels, num_items_in_batch=None):
-        loss = real_call(self, outputs, labels, num_items_in_batch)
+    def nan_at_step_5(self, outputs, labels, num_items_in_batch=None, **arguments):
+        loss = real_call(self, outputs, labels, num_items_in_batch, **arguments)
         calls.append(1)
         return loss * float("nan") if len(calls) == 5 else loss
 
@@ -162,7 +161,7 @@ def test_disk_full_while_saving_keeps_the_previous_checkpoint(reference, tmp_pat
         "intact. Free space or fix permissions, then resume=auto"
     )
     assert [p.name for p in complete_checkpoints(run_dir)] == ["checkpoint-2"]
-    assert not (run_dir / STAGING_DIR / "checkpoint-4").exists()
+    assert not (run_dir / "checkpoint-4").exists()  # the half-written checkpoint is gone
 
     monkeypatch.setattr(torch, "save", real_save)  # space freed
     run_in_process(run_dir, "resume=auto")
@@ -172,12 +171,10 @@ def test_disk_full_while_saving_keeps_the_previous_checkpoint(reference, tmp_pat
 def test_half_written_checkpoint_and_torn_metrics_line_are_skipped(reference, tmp_path):
     run_dir = tmp_path / RUN
     run_in_process(run_dir)
-    # What a kill -9 during step 6 can leave: a staged checkpoint, a checkpoint folder without its state, a torn
-    # last metrics line; everything after step 4 is lost.
+    # What a kill -9 during step 6 can leave: a checkpoint folder without its state or its marker, a torn last
+    # metrics line; everything after step 4 is lost.
     for lost in ("checkpoint-6", "checkpoint-8", "final"):
         shutil.rmtree(run_dir / lost)
-    (run_dir / STAGING_DIR / "checkpoint-6").mkdir(parents=True)
-    (run_dir / STAGING_DIR / "checkpoint-6" / "optimizer.pt").write_bytes(b"\0" * 10)
     (run_dir / "checkpoint-6").mkdir()
     (run_dir / "checkpoint-6" / "adapter_model.safetensors").write_bytes(b"\0" * 10)
     kept = [line for line in (run_dir / "metrics.jsonl").read_text().splitlines() if json.loads(line)["step"] <= 5]
@@ -185,7 +182,7 @@ def test_half_written_checkpoint_and_torn_metrics_line_are_skipped(reference, tm
     assert [p.name for p in complete_checkpoints(run_dir)] == ["checkpoint-2", "checkpoint-4"]
 
     run_in_process(run_dir, "resume=auto")
-    assert not (run_dir / STAGING_DIR).exists()
+    assert incomplete_checkpoints(run_dir) == []
     assert_same_end(run_dir, reference)
 
 

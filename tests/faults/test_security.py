@@ -8,17 +8,14 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from lookahead.card import write_card
-from lookahead.cli import CONFIG_DIR
+from lookahead.commands.compose import CONFIG_DIR
 from lookahead.evaluation.report import write_report
-from lookahead.modeling import build_tiny_llama, load_model
-from lookahead.reporting import write_summary
-from tests.conftest import SHARED, compose, load_shared_tokenizer, python_cli, requires_shared, tiny_overrides
+from lookahead.models.loading import build_tiny_llama, load_model
+from lookahead.shipping.card import write_card
+from lookahead.training.summary import write_summary
+from tests.conftest import compose, load_tokenizer, python_cli, tiny_overrides, write_behaviours_csv
 from tests.fakes import FakeChatCompletions
 
-pytestmark = [requires_shared]
-
-JBB = SHARED / "data" / "safety" / "jbb_behaviors.csv"
 WANDB_KEY = "planted-wandb-key-0123456789abcdef0123456789abcdef01234567"
 JUDGE_KEY = "sk-planted-judge-key-a1b2c3d4e5f6"
 
@@ -30,11 +27,12 @@ def files_containing(root: Path, secret: str) -> list[str]:
 
 @pytest.mark.slow
 def test_planted_api_keys_are_in_no_file_of_a_train_and_eval_run(tmp_path):
+    behaviours = write_behaviours_csv(tmp_path / "behaviours.csv")
     judge = FakeChatCompletions()
     try:
         eval_overrides = [
             "suite=[safety]",
-            f"safety.path={JBB}",
+            f"safety.path={behaviours}",
             "safety.limit=2",
             "safety.max_new_tokens=4",
             "safety.judge=llm",
@@ -72,11 +70,11 @@ def test_trust_remote_code_is_off_in_every_model_config():
 
 
 def test_trust_remote_code_is_logged_when_set(tmp_path, caplog):
-    tokenizer = load_shared_tokenizer("smollm2-instruct")
+    tokenizer = load_tokenizer("chatml-style")
     cfg = compose(tiny_overrides())
     build_tiny_llama(cfg.model, tokenizer, seed=0).save_pretrained(tmp_path / "local-model")
     model_cfg = OmegaConf.merge(cfg.model, {"tiny": None, "dtype": "float32", "trust_remote_code": True})
-    with caplog.at_level(logging.WARNING, logger="lookahead.modeling"):
+    with caplog.at_level(logging.WARNING, logger="lookahead.models.loading"):
         load_model(model_cfg, str(tmp_path / "local-model"), tokenizer, cfg.lora, seed=0, local_rank=0)
     assert f"model.trust_remote_code=true: code from {tmp_path / 'local-model'} will run on this machine" in caplog.text
 
@@ -102,4 +100,4 @@ def test_model_card_and_report_make_data_inert(tmp_path):
         assert "<img" not in text and "](javascript" not in text and "`code`" not in text
         assert "&lt;img src=x onerror=alert\\(1\\)&gt;" in text
     table_row = report.splitlines()[2]
-    assert table_row.count(" | ") == 11  # twelve cells: the pipe inside the value did not split the row
+    assert table_row.count(" | ") == 12  # thirteen cells: the pipe inside the value did not split the row

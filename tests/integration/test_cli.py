@@ -9,7 +9,7 @@ import shutil
 import pytest
 
 from lookahead.errors import ConfigError
-from lookahead.training import train
+from lookahead.training.recipe import train
 from tests.conftest import (
     ACCELERATE_TWO_PROCESSES,
     ROOT,

@@ -9,8 +9,8 @@ import subprocess
 
 import pytest
 
-import lookahead.sdft
-from lookahead.training import train
+import lookahead.objectives.sdft
+from lookahead.training.recipe import train
 from tests.conftest import GSM8K_TRAIN, ROOT, SHARED, compose, python_cli, read_metrics, requires_shared, tiny_overrides
 from tests.evaluation.test_safety_and_kl import HEXPHI_ROWS, write_paper_files
 
@@ -18,7 +18,7 @@ pytestmark = [requires_shared, pytest.mark.slow]
 
 
 def sdft_overrides(tmp_path, *extra):
-    return [*tiny_overrides(), "method=sdft", "method.max_new_tokens=12", "trainer.max_steps=2",
+    return [*tiny_overrides(), "method=vanilla", "objective=sdft", "objective.max_new_tokens=12", "trainer.max_steps=2",
             f"paths.cache_dir={tmp_path / 'cache'}", *extra]  # fmt: skip
 
 
@@ -34,14 +34,16 @@ def test_sdft_on_the_tiny_model_rewrites_once_then_reads_the_cache(tmp_path, mon
     def no_generation(*args, **kwargs):
         raise AssertionError("the second run must read the rewrite cache")
 
-    monkeypatch.setattr(lookahead.sdft, "generate_batched", no_generation)
+    monkeypatch.setattr(lookahead.objectives.sdft, "generate_batched", no_generation)
     again = train(compose(sdft_overrides(tmp_path), output_dir=tmp_path / "second"))
     assert again["global_step"] == 2 and again["data"]["train/sdft_cache"] == str(caches[0])
 
     # Another setting is another cache key: new generations. Without the final-answer check only empty rewrites
     # fall back, and a random model's greedy rewrites are all special tokens, so empty.
     monkeypatch.undo()
-    unchecked = train(compose(sdft_overrides(tmp_path, "method.check_final_answer=false"), output_dir=tmp_path / "u"))
+    unchecked = train(
+        compose(sdft_overrides(tmp_path, "objective.check_final_answer=false"), output_dir=tmp_path / "u")
+    )
     assert unchecked["data"]["train/sdft_kept_original"] == 64
     assert len(list((tmp_path / "cache" / "sdft").glob("*.jsonl"))) == 2
 
@@ -50,7 +52,8 @@ def test_sdft_on_the_tiny_model_rewrites_once_then_reads_the_cache(tmp_path, mon
 def test_sdft_on_smollm2_trains_on_its_own_rewrites(tmp_path):
     overrides = [
         "model=smollm2", "logger=none", "dataset=gsm8k", f"dataset.path={GSM8K_TRAIN}", "dataset.limit=16",
-        "method=sdft", "method.max_new_tokens=48", "method.batch_size=16", "method.check_final_answer=false",
+        "method=vanilla", "objective=sdft", "objective.max_new_tokens=48", "objective.batch_size=16",
+        "objective.check_final_answer=false",
         "trainer.max_steps=2", "trainer.per_device_train_batch_size=8", "trainer.logging_steps=1",
         f"paths.cache_dir={tmp_path / 'cache'}",
     ]  # fmt: skip
@@ -118,7 +121,7 @@ def test_reproduce_paper_script_runs_every_row_on_the_tiny_model(tmp_path):
     result = subprocess.run(
         [str(ROOT / "scripts" / "reproduce_paper.sh"), "--model", "tiny", "--gpus", "1", "--out", str(out),
          "--data-dir", str(data), "--hexphi", str(hexphi), "--harmful-hexphi", str(harmful), "--train", train_args,
-         "--sdft", "method.max_new_tokens=4",
+         "--sdft", "objective.max_new_tokens=4",
          "--eval", eval_args],
         env={**__import__("os").environ, "PYTHON": sys.executable, "HF_HUB_OFFLINE": "1"},
         capture_output=True, text=True, timeout=1800,
@@ -127,7 +130,10 @@ def test_reproduce_paper_script_runs_every_row_on_the_tiny_model(tmp_path):
     rows = list(csv.DictReader((out / "report" / "report.csv").open()))
     methods = ["constrained_sft", "real_prefix", "sdft", "seed", "vanilla", "virtual_prefix"]
     assert sorted(r["run"] for r in rows) == sorted(f"{d}-{m}" for d in ("gsm8k", "samsum") for m in methods)
-    assert sorted({r["method"] for r in rows}) == methods
+    assert {(r["method"], r["objective"]) for r in rows} == {
+        ("vanilla", "constrained_sft"), ("real_prefix", ""), ("vanilla", "sdft"), ("seed", ""), ("vanilla", ""),
+        ("virtual_prefix", ""),
+    }  # fmt: skip
     assert all(r["rsr"] != "" and r["utility"] != "" for r in rows)  # every row evaluated: safety and utility
     assert len((out / "report" / "report.md").read_text().splitlines()) == 2 + 12
     assert (out / "report" / "safety_utility.png").is_file()

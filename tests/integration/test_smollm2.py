@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
-from lookahead.modeling import convert_gguf
-from lookahead.training import train
+from lookahead.models.gguf import convert_gguf
+from lookahead.training.recipe import train
 from tests.conftest import compose, fake_hub_cache, read_metrics, run_cli
 
 pytestmark = [

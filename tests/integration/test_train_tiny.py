@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from lookahead.errors import ConfigError
-from lookahead.training import train
+from lookahead.training.recipe import train
 from tests.conftest import compose, losses, read_metrics, requires_shared, tiny_overrides
 
 pytestmark = [requires_shared, pytest.mark.slow]

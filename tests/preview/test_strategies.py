@@ -6,7 +6,7 @@ import pytest
 
 from lookahead.errors import ConfigError
 from lookahead.preview import RealPrefix, Vanilla, VirtualPrefix, preview_messages
-from tests.conftest import load_shared_tokenizer, requires_shared
+from tests.conftest import load_tokenizer, requires_shared
 
 QUESTION, ANSWER = "How many?", "Natalia sold 48/2 = <<48/2=24>>24 clips in May.\n#### 72"
 
@@ -23,31 +23,41 @@ class TestVirtualPrefix:
             VirtualPrefix(prefix=prefix)
 
 
-@requires_shared
 class TestRealPrefix:
+    @requires_shared
     def test_real_prefix_previews_the_first_m_tokens_and_keeps_the_answer(self):
-        tokenizer = load_shared_tokenizer("llama3-instruct")
+        tokenizer = load_tokenizer("llama3-instruct")
         result = RealPrefix(m=6).apply(QUESTION, ANSWER, tokenizer)
         # Llama-3 tokens: "N" "atal" "ia" " sold" " " "48"
         assert result.user == "How many? The answer begins with: Natalia sold 48"
         assert result.answer == ANSWER and not result.whole_answer_previewed
 
+    def test_real_prefix_previews_m_tokens_of_a_built_tokenizer(self):
+        tokenizer = load_tokenizer("llama3-style")
+        ids = tokenizer(ANSWER, add_special_tokens=False)["input_ids"]
+        for m in (1, 3, 6):
+            result = RealPrefix(m=m).apply(QUESTION, ANSWER, tokenizer)
+            assert result.user == QUESTION + " The answer begins with: " + tokenizer.decode(ids[:m])
+            assert result.answer == ANSWER and not result.whole_answer_previewed
+
+    @requires_shared
     def test_real_prefix_counts_the_models_tokens(self):
         text = {}
         for name in ["llama2-chat", "smollm2-instruct"]:
-            tokenizer = load_shared_tokenizer(name)
+            tokenizer = load_tokenizer(name)
             ids = tokenizer(ANSWER, add_special_tokens=False)["input_ids"][:4]
             text[name] = RealPrefix(m=4, connector="|").apply("q", ANSWER, tokenizer).user
             assert text[name] == "q|" + tokenizer.decode(ids)
         assert text["llama2-chat"] != text["smollm2-instruct"]
 
     def test_real_prefix_longer_than_answer_previews_it_whole(self):
-        tokenizer = load_shared_tokenizer("qwen2.5-instruct")
+        tokenizer = load_tokenizer("chatml-style")
         result = RealPrefix(m=50).apply("q", "#### 72", tokenizer)
         assert result.user == "q The answer begins with: #### 72" and result.whole_answer_previewed
 
-    def test_real_prefix_never_shows_half_a_character(self):
-        tokenizer = load_shared_tokenizer("llama3-instruct")
+    @pytest.mark.parametrize("name", ["llama3-style", pytest.param("llama3-instruct", marks=requires_shared)])
+    def test_real_prefix_never_shows_half_a_character(self, name):
+        tokenizer = load_tokenizer(name)
         answer = "日本語の答え"
         for m in range(1, 8):
             assert "\ufffd" not in RealPrefix(m=m).apply("q", answer, tokenizer).user

@@ -13,27 +13,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from types import FrameType
 
-from lookahead.errors import LookaheadError
-
 log = logging.getLogger(__name__)
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-
-class TrainingDiverged(LookaheadError):
-    """The loss became NaN or inf; the step is named and no checkpoint is written after it."""
-
-
-class CheckpointWriteError(LookaheadError):
-    """A checkpoint could not be written (disk full, permissions); the previous checkpoints are untouched."""
-
-
-class Interrupted(LookaheadError):
-    """SIGINT or SIGTERM stopped the run after saving a checkpoint. Exits with 128 + the signal number."""
-
-    def __init__(self, message: str, signum: int):
-        super().__init__(message)
-        self.exit_code = 128 + signum
 
 
 class StopRequest:

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from lookahead.constants import IGNORE_INDEX
-from lookahead.modeling import hf_model
+from lookahead.models.loading import hf_model
 
 log = logging.getLogger(__name__)
 

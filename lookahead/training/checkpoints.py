@@ -1,4 +1,10 @@
-"""The run directory: one per run, the same path on every rank, and resumable from its newest complete checkpoint."""
+"""The run directory: one per run, the same path on every rank, and resumable from its newest complete checkpoint.
+
+The HF Trainer writes `checkpoint-N` itself. A checkpoint counts as complete only once `CheckpointMarker` (an
+`on_save` callback, run after every rank has written its part) has put `lookahead_checkpoint.json` in it; before a
+save the marker of a checkpoint about to be overwritten is removed first. So a kill -9 at any point leaves either a
+marked, complete checkpoint or an unmarked one, which resume ignores and the next start clears away.
+"""
 
 from __future__ import annotations
 
@@ -13,25 +19,31 @@ from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
+from transformers import TrainerCallback
 
-from lookahead.errors import ConfigError
+from lookahead.errors import CheckpointWriteError, ConfigError
 
 log = logging.getLogger(__name__)
 
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
-# What the HF Trainer writes into a checkpoint; trainer_state.json comes last, so its presence marks completion.
+# What the HF Trainer writes into a checkpoint, besides the weights.
 _REQUIRED = ("trainer_state.json",)
 _WEIGHTS = ("model.safetensors", "adapter_model.safetensors", "model.safetensors.index.json", "pytorch_model_fsdp_0")
-# Checkpoints are written here and renamed into the run dir when complete, so `checkpoint-N` is never half-written.
-STAGING_DIR = ".staging"
-# lookahead's own record in each checkpoint: the world size that wrote it (RNG files and data order depend on it).
+# Where earlier versions staged checkpoints; cleared if an old run left one.
+LEGACY_STAGING_DIR = ".staging"
+# The completion marker, written last: the world size that wrote the checkpoint (RNG files and data order depend
+# on it).
 CHECKPOINT_INFO = "lookahead_checkpoint.json"
 # Keys that may change between a run and its continuation without making it a different run.
 _RUN_INDEPENDENT_KEYS = ("resume", "debug", "eval", "paths", "logger", "hydra")
 
 
 def is_complete_checkpoint(path: Path) -> bool:
-    return all((path / f).exists() for f in _REQUIRED) and any((path / f).exists() for f in _WEIGHTS)
+    return (
+        (path / CHECKPOINT_INFO).is_file()
+        and all((path / f).exists() for f in _REQUIRED)
+        and any((path / f).exists() for f in _WEIGHTS)
+    )
 
 
 def complete_checkpoints(run_dir: str | Path) -> list[Path]:
@@ -73,7 +85,10 @@ def resolve_resume(run_dir: str | Path, resume: str | None) -> Path | None:
         return checkpoints[-1]
     path = Path(resume)
     if not is_complete_checkpoint(path):
-        raise ConfigError(f"resume={resume!r}: not a complete checkpoint folder (needs trainer_state.json and weights)")
+        raise ConfigError(
+            f"resume={resume!r}: not a complete checkpoint folder (needs trainer_state.json, weights and "
+            f"{CHECKPOINT_INFO}, written last)"
+        )
     return path
 
 
@@ -127,19 +142,6 @@ def _discard(path: Path) -> None:
     shutil.rmtree(trash, ignore_errors=True)
 
 
-def publish_checkpoint(staged: Path, run_dir: Path) -> Path:
-    """Move a fully written checkpoint from the staging folder into the run dir, replacing one of the same name."""
-    target = run_dir / staged.name
-    if target.exists():
-        _discard(target)
-    os.replace(staged, target)
-    try:
-        staged.parent.rmdir()  # leave no empty staging folder behind
-    except OSError:
-        pass
-    return target
-
-
 def rotate_checkpoints(run_dir: Path, keep: int | None, protect: str | None = None) -> None:
     """Keep the newest `keep` complete checkpoints (and `protect`, e.g. the best one); delete older ones."""
     if not keep or keep <= 0:
@@ -151,12 +153,70 @@ def rotate_checkpoints(run_dir: Path, keep: int | None, protect: str | None = No
             _discard(old)
 
 
+def incomplete_checkpoints(run_dir: Path) -> list[Path]:
+    return [
+        p
+        for p in run_dir.glob("checkpoint-*")
+        if _CHECKPOINT.match(p.name) and p.is_dir() and not is_complete_checkpoint(p)
+    ]
+
+
 def clear_leftovers(run_dir: Path) -> None:
-    """Remove what a killed run left half-done: a staged checkpoint, a folder being deleted."""
-    for leftover in [run_dir / STAGING_DIR, *run_dir.glob(".trash-*")]:
+    """Remove what a killed run left half-done: an unmarked checkpoint, a folder being deleted."""
+    for leftover in [run_dir / LEGACY_STAGING_DIR, *run_dir.glob(".trash-*"), *incomplete_checkpoints(run_dir)]:
         if leftover.exists():
             log.warning("Removing %s left by an interrupted run", leftover)
             shutil.rmtree(leftover, ignore_errors=True)
+
+
+def unmark(checkpoint: Path) -> None:
+    """Make a checkpoint incomplete before it is overwritten, so a crash mid-write never leaves it marked."""
+    (checkpoint / CHECKPOINT_INFO).unlink(missing_ok=True)
+
+
+class CheckpointMarker(TrainerCallback):
+    """Marks each checkpoint complete after the Trainer (every rank) has written it, then rotates old ones.
+
+    Rotation is here, not in the Trainer (`save_total_limit` is handed to this callback), so it runs only after the
+    new checkpoint is marked and never removes the best checkpoint (`state.best_model_checkpoint`).
+    """
+
+    def __init__(self, trainer: Any, keep: int | None):
+        self.trainer = trainer
+        self.keep = keep
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
+        if control.should_save and args.should_save:
+            target = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            if target.exists():
+                unmark(target)
+        return control
+
+    def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
+        accelerator = self.trainer.accelerator
+        accelerator.wait_for_everyone()  # every rank has written its part (RNG state, shards)
+        if args.should_save:
+            checkpoint = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            write_checkpoint_info(checkpoint, accelerator.num_processes)
+            rotate_checkpoints(Path(args.output_dir), self.keep, state.best_model_checkpoint)
+        accelerator.wait_for_everyone()
+        return control
+
+
+def raise_checkpoint_write_error(error: Exception, run_dir: Path, step: int, should_save: bool) -> None:
+    """If `error` came while `checkpoint-<step>` was being written, discard that half checkpoint and raise one clear
+    CheckpointWriteError naming the checkpoint that is intact; otherwise return (the caller re-raises)."""
+    half = Path(run_dir) / f"checkpoint-{step}"
+    if not half.is_dir() or is_complete_checkpoint(half):
+        return
+    if should_save:
+        shutil.rmtree(half, ignore_errors=True)
+    last = complete_checkpoints(run_dir)
+    kept = f"{last[-1].name} is intact" if last else "there is no earlier checkpoint"
+    reason = f"{type(error).__name__}: {str(error).splitlines()[0][:200] if str(error) else ''}"
+    raise CheckpointWriteError(
+        f"could not write {half.name} in {run_dir} ({reason}); {kept}. Free space or fix permissions, then resume=auto"
+    ) from error
 
 
 def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:

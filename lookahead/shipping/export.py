@@ -16,9 +16,9 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from lookahead.card import write_card
 from lookahead.errors import ConfigError
-from lookahead.modeling import load_model, resolve_model_path
+from lookahead.models.loading import load_model, resolve_model_path
+from lookahead.shipping.card import write_card
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ def merged_model(run_dir: Path, dtype: str = "auto", cache_dir: str | None = Non
         base = load_model(model_cfg, model_path, tokenizer, plain, seed=int(train_cfg.trainer.seed), local_rank=0)
         model = PeftModel.from_pretrained(base, final).merge_and_unload()
     else:
-        from lookahead.modeling import _DTYPES
+        from lookahead.models.loading import _DTYPES
 
         model = AutoModelForCausalLM.from_pretrained(final, dtype=_DTYPES[dtype], use_safetensors=True)
     return model.eval(), tokenizer, train_cfg, summary

@@ -13,7 +13,7 @@ from omegaconf import DictConfig
 
 from lookahead.errors import LookaheadError
 
-CONFIG_DIR = Path(__file__).resolve().parent / "configs"  # shipped in the package (configs/ links here)
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"  # shipped in the package (configs/ links here)
 
 
 def _compose(config_name: str, overrides: list[str], config_dir: Path) -> DictConfig:

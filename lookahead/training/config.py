@@ -10,7 +10,6 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from lookahead.errors import ConfigError
 
-METHODS = ("vanilla", "real_prefix", "virtual_prefix", "constrained_sft", "sdft")
 LOGGERS = ("wandb", "tensorboard", "none")
 
 log = logging.getLogger(__name__)
@@ -25,6 +24,8 @@ _OWN_TRAINER_KEYS = {
     "padding_free",
     "group_by_length",
     "loss_chunk_tokens",
+    # Rotation runs in lookahead's on_save callback, after a checkpoint is marked complete (never the best one).
+    "save_total_limit",
     # The HF Trainer would push the run dir's root with its own card; lookahead pushes final/ itself.
     "push_to_hub",
     "hub_model_id",
@@ -63,15 +64,19 @@ def validate(cfg: DictConfig) -> None:
             raise ConfigError("trainer.use_liger_kernel=true needs a CUDA GPU; leave it false on CPU")
         if importlib.util.find_spec("liger_kernel") is None:
             raise ConfigError("trainer.use_liger_kernel=true needs `pip install liger-kernel`")
-    from lookahead.modeling import check_lora
+    from lookahead.models.lora import check_lora
 
     check_lora(cfg.lora)
     if t.get("push_to_hub") and not t.get("hub_model_id"):
         raise ConfigError("trainer.push_to_hub=true needs trainer.hub_model_id=<org/name>")
     if t.bf16 and t.fp16:
         raise ConfigError("trainer.bf16=true and trainer.fp16=true: choose one")
-    if cfg.method.name not in METHODS:
-        raise ConfigError(f"method={cfg.method.name!r}: expected one of {list(METHODS)}")
+    # Build the preview and the objective once here, so their own checks (and the old spelling method=sdft /
+    # method=constrained_sft, which names the new one) stop the run before any data or model loads.
+    from lookahead.components import build_objective, build_preview
+
+    build_preview(cfg.method)
+    build_objective(cfg.get("objective"))
     if cfg.logger.name not in LOGGERS:
         raise ConfigError(f"logger={cfg.logger.name!r}: expected one of {list(LOGGERS)}")
     if cfg.resume not in (None, False, "auto") and not isinstance(cfg.resume, str):
@@ -111,4 +116,6 @@ def training_arguments_kwargs(cfg: DictConfig, run_dir: str, world_size: int) ->
         use_cpu=not torch.cuda.is_available(),
         eval_strategy="steps" if cfg.dataset.eval_size and kwargs.get("eval_steps") else "no",
     )
+    if cfg.trainer.group_by_length:  # the dataset holds a seeded length-grouped order per epoch; read it in order
+        kwargs["train_sampling_strategy"] = "sequential"
     return kwargs

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from lookahead.modeling import hf_model
+from lookahead.models.loading import hf_model
 
 
 def stop_token_ids(model: Any, tokenizer: Any) -> list[int]:

@@ -13,7 +13,8 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from lookahead.reporting import escape_markdown
+from lookahead.components import describe_run
+from lookahead.training.summary import escape_markdown
 
 log = logging.getLogger(__name__)
 
@@ -39,25 +40,6 @@ def base_model_license(model_path: str | None) -> str | None:
         return ModelCard.load(readme).data.license
     except Exception:  # a README without valid metadata says nothing about the licence
         return None
-
-
-def describe_method(method: DictConfig) -> str:
-    """The preview in words."""
-    name = method.get("preview") if method.name in ("constrained_sft", "sdft") else method.name
-    words = {
-        "vanilla": "none (a plain fine-tune: the baseline)",
-        "real_prefix": f"the first {method.get('m')} tokens of each answer, shown in the prompt after "
-        f"{method.get('connector')!r}; the trained answer is unchanged",
-        "virtual_prefix": f"{method.get('prefix')!r} shown in the prompt after {method.get('connector')!r}, and "
-        "trained as the start of every answer",
-    }.get(str(name), str(name))
-    if method.name in ("constrained_sft", "sdft"):
-        objective = {
-            "constrained_sft": "token-wise constrained SFT (Qi et al., 2024)",
-            "sdft": "self-distillation fine-tuning (the seed model rewrites the answers first)",
-        }[method.name]
-        return f"{words}; objective: {objective}"
-    return words
 
 
 def dataset_ids(dataset: DictConfig) -> list[str]:
@@ -86,7 +68,12 @@ def build_card(
     data.base_model = base or data.base_model
     data.library_name = "peft" if kind == "adapter" else "transformers"
     data.pipeline_tag = "text-generation"
-    extra = {str(cfg.method.name), *(["lora"] if summary.get("adapter") else [])}
+    run = describe_run(cfg)
+    extra = {
+        run["preview"],
+        *([run["objective"]] if run["objective"] != "sft" else []),
+        *(["lora"] if summary.get("adapter") else []),
+    }
     data.tags = sorted(set(data.tags or []) | set(TAGS) | extra)
     datasets = dataset_ids(cfg.dataset)
     if datasets:
@@ -105,7 +92,8 @@ def build_card(
         "",
         "## Training",
         "",
-        f"- preview: {escape_markdown(describe_method(cfg.method))}",
+        f"- preview: {escape_markdown(run['preview_words'])}",
+        f"- objective: {escape_markdown(run['objective_words'])}",
         f"- data: {escape_markdown(cfg.dataset.name)}, {summary.get('data', {}).get('train/kept')} training examples",
         f"- {'LoRA r=' + str(cfg.lora.get('r')) if summary.get('adapter') else 'full fine-tune'}; "
         f"{summary.get('global_step')} steps; final training loss {summary.get('final_loss')}; loss on the first "

@@ -1,0 +1,1 @@
+"""Models: loading (Hub, local, GGUF, tiny random), LoRA and QLoRA."""

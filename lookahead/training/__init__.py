@@ -1,0 +1,1 @@
+"""Training: the recipe (`train(cfg)`), the Trainer and its callbacks, checkpoints, safeguards and loggers."""
