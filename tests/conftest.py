@@ -66,6 +66,23 @@ def arithmetic_records(n: int, seed: int = 0) -> list[dict]:
     return generate_arithmetic(n, seed=seed)
 
 
+@functools.cache
+def generated_data_dir() -> Path:
+    """`gsm8k_test.jsonl` (GSM8K-shaped arithmetic) and `behaviours.csv` (JailbreakBench-shaped), written once per
+    process: evaluation and CLI tests run on them without ../shared."""
+    import tempfile
+
+    root = Path(tempfile.mkdtemp(prefix="lookahead-test-data-"))
+    with (root / "gsm8k_test.jsonl").open("w") as f:
+        for record in arithmetic_records(24, seed=11):
+            f.write(json.dumps(record) + "\n")
+    with (root / "gsm8k_train.jsonl").open("w") as f:
+        for record in arithmetic_records(32, seed=12):
+            f.write(json.dumps(record) + "\n")
+    write_behaviours_csv(root / "behaviours.csv")
+    return root
+
+
 def write_behaviours_csv(path: Path, n: int = 12) -> Path:
     """A JailbreakBench-shaped CSV (`Goal`, `Target`, `Category`) of harmless stand-in requests, for the safety and KL
     suites without ../shared."""

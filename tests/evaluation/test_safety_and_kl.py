@@ -16,7 +16,7 @@ from lookahead.evaluation.runner import Evaluator
 from lookahead.evaluation.safety_data import HarmfulPrompt, load_harmful_prompts
 from lookahead.models.loading import build_tiny_llama
 from lookahead.models.lora import apply_lora
-from tests.conftest import SHARED, compose, load_shared_tokenizer, requires_shared
+from tests.conftest import SHARED, compose, load_tokenizer, requires_shared
 
 
 def safety_cfg(path, fmt, limit=None):
@@ -127,7 +127,7 @@ class TestHarmfulPromptFormats:
 
 @requires_shared
 def test_jsr_prefill_sits_right_after_the_generation_prompt():
-    tokenizer = load_shared_tokenizer("llama3-instruct")
+    tokenizer = load_tokenizer("llama3-instruct")
     cfg = compose_evaluate_config(["safety.prefix_tokens=3"])
     loaded = LoadedModel(None, tokenizer, "x", False, cfg.model, "", 0)
     evaluator = Evaluator(cfg, loaded, out_dir=None, judge_api_key=None, is_main=False)
@@ -146,7 +146,6 @@ def test_jsr_prefill_sits_right_after_the_generation_prompt():
     assert cfg.safety.judge_sees == "continuation"  # the judged text excludes the prefill unless configured
 
 
-@requires_shared
 class TestKL:
     def pairs(self, tokenizer):
         encoder = ChatEncoder(tokenizer, 512)
@@ -163,7 +162,7 @@ class TestKL:
         ]
 
     def test_kl_is_zero_for_identical_models_and_positive_after_a_step(self):
-        tokenizer = load_shared_tokenizer("smollm2-instruct")
+        tokenizer = load_tokenizer("chatml-style")
         cfg = compose(["model=tiny", "lora=lora"])
         model = apply_lora(build_tiny_llama(cfg.model, tokenizer, seed=0), cfg.lora, False)
         pairs = self.pairs(tokenizer)

@@ -13,17 +13,17 @@ from lookahead.training.recipe import train
 from tests.conftest import (
     ACCELERATE_TWO_PROCESSES,
     ROOT,
-    SHARED,
     compose,
+    generated_data_dir,
     losses,
     python_cli,
     read_metrics,
-    requires_shared,
     run_cli,
     tiny_overrides,
+    tokenizer_dir,
 )
 
-pytestmark = [requires_shared, pytest.mark.slow]
+pytestmark = pytest.mark.slow
 
 
 def test_multirun_sweep_makes_one_dir_per_job_and_sweep_csv(tmp_path):
@@ -84,7 +84,7 @@ def test_accelerate_two_processes_one_run_dir_and_the_same_losses(tmp_path):
 
 def test_inspect_data_prints_exactly_what_is_trained():
     result = python_cli(
-        "scripts/inspect_data.py", *tiny_overrides("llama3-instruct"), "method=real_prefix", "method.m=3", "inspect.n=2"
+        "scripts/inspect_data.py", *tiny_overrides("llama3-style"), "method=real_prefix", "method.m=3", "inspect.n=2"
     )
     assert result.returncode == 0, result.stderr[-2000:]
     rows = [json.loads(line) for line in result.stdout.splitlines()]
@@ -103,7 +103,7 @@ def test_preview_data_rewrites_a_file(tmp_path):
     result = python_cli(
         "scripts/preview_data.py",
         "--input",
-        str(SHARED / "data" / "gsm8k" / "test.jsonl"),
+        str(generated_data_dir() / "gsm8k_test.jsonl"),
         "--output",
         str(out),
         "--mode",
@@ -118,7 +118,7 @@ def test_preview_data_rewrites_a_file(tmp_path):
     result = python_cli(
         "scripts/preview_data.py",
         "--input",
-        str(SHARED / "data" / "gsm8k" / "test.jsonl"),
+        str(generated_data_dir() / "gsm8k_test.jsonl"),
         "--output",
         str(out),
         "--mode",
@@ -126,8 +126,8 @@ def test_preview_data_rewrites_a_file(tmp_path):
         "--m",
         "4",
         "--tokenizer",
-        str(SHARED / "tokenizers" / "llama2-chat"),
+        str(tokenizer_dir("llama3-style")),
     )
     assert result.returncode == 0, result.stderr
     rows = json.loads(out.read_text())
-    assert len(rows) == 1319 and " The answer begins with: " in rows[0]["question"]
+    assert len(rows) == 24 and " The answer begins with: " in rows[0]["question"]

@@ -14,19 +14,18 @@ from lookahead.training.recipe import train
 from tests.conftest import (
     ACCELERATE_TWO_PROCESSES,
     ROOT,
-    SHARED,
     compose,
+    generated_data_dir,
     python_cli,
-    requires_shared,
     run_cli,
     tiny_overrides,
 )
 from tests.evaluation.test_safety_and_kl import HARMFUL_ANSWERS, HEXPHI_ROWS, write_paper_files
 
-pytestmark = [requires_shared, pytest.mark.slow]
+pytestmark = pytest.mark.slow
 
-GSM8K_TEST = SHARED / "data" / "gsm8k" / "test.jsonl"
-JBB = SHARED / "data" / "safety" / "jbb_behaviors.csv"
+GSM8K_TEST = generated_data_dir() / "gsm8k_test.jsonl"
+JBB = generated_data_dir() / "behaviours.csv"  # JailbreakBench's columns
 SMALL_SUITES = [
     f"gsm8k.path={GSM8K_TEST}",
     "gsm8k.limit=4",

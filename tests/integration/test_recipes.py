@@ -11,10 +11,11 @@ import pytest
 
 import lookahead.objectives.sdft
 from lookahead.training.recipe import train
-from tests.conftest import GSM8K_TRAIN, ROOT, SHARED, compose, python_cli, read_metrics, requires_shared, tiny_overrides
+from tests.conftest import ROOT, compose, generated_data_dir, python_cli, read_metrics, tiny_overrides, tokenizer_dir
 from tests.evaluation.test_safety_and_kl import HEXPHI_ROWS, write_paper_files
 
-pytestmark = [requires_shared, pytest.mark.slow]
+pytestmark = pytest.mark.slow
+GSM8K_TRAIN = generated_data_dir() / "gsm8k_train.jsonl"  # GSM8K-shaped
 
 
 def sdft_overrides(tmp_path, *extra):
@@ -108,7 +109,7 @@ def test_reproduce_paper_script_runs_every_row_on_the_tiny_model(tmp_path):
     dialogues = [{"dialogue": f"A: lunch at {h}?\nB: sure", "summary": f"They have lunch at {h}."} for h in range(11)]
     (data / "samsum" / "train.jsonl").write_text("".join(json.dumps(d) + "\n" for d in dialogues[:8]))
     (data / "samsum" / "test.jsonl").write_text("".join(json.dumps(d) + "\n" for d in dialogues[8:]))
-    tokenizer = f"model.tokenizer={SHARED / 'tokenizers' / 'smollm2-instruct'}"
+    tokenizer = f"model.tokenizer={tokenizer_dir('chatml-style')}"
     train_args = (
         f"{tokenizer} logger=none trainer.max_steps=1 trainer.bf16=false trainer.effective_batch_size=null "
         "trainer.per_device_train_batch_size=2 trainer.save_steps=1000"

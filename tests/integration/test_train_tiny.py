@@ -10,9 +10,9 @@ import torch
 
 from lookahead.errors import ConfigError
 from lookahead.training.recipe import train
-from tests.conftest import compose, losses, read_metrics, requires_shared, tiny_overrides
+from tests.conftest import compose, losses, read_metrics, tiny_overrides
 
-pytestmark = [requires_shared, pytest.mark.slow]
+pytestmark = pytest.mark.slow
 
 
 def run(tmp_path, name, *overrides):
