@@ -1,4 +1,5 @@
-"""The preview and the objective of a run, built from their config groups (`method=`, `objective=`) by `_target_`.
+"""The preview, objective and guard of a run, built from their config groups (`method=`, `objective=`, `guard=`) by
+`_target_`.
 
 Everything that needs to know what a run did (the training recipe, the model card, the sweep report, the data
 scripts) builds the objects here and asks them (`describe()`, `label()`), so a new preview or objective is one
@@ -48,11 +49,23 @@ def build_objective(objective: DictConfig | None) -> Any:
     return _build(objective, "objective")
 
 
+def build_guard(guard: DictConfig | None) -> Any:
+    """The guard of `cfg.guard` (a `lookahead.guards.Guard`); none for configs without one."""
+    if guard is None:
+        from lookahead.guards.base import NoGuard
+
+        return NoGuard()
+    return _build(guard, "guard")
+
+
 def describe_run(cfg: DictConfig) -> dict[str, str]:
     """The preview and objective of a run's saved config, in words and as short labels (for cards and reports)."""
     preview = build_preview(cfg.method)
     objective = build_objective(OmegaConf.select(cfg, "objective"))
+    guard = build_guard(OmegaConf.select(cfg, "guard"))
     return {
+        "guard": guard.name,
+        "guard_words": guard.describe(),
         "preview": preview.name,
         "preview_label": preview.label(),
         "preview_words": preview.describe(),

@@ -21,6 +21,7 @@ COLUMNS = [
     "method",
     "preview",
     "objective",
+    "guard",
     "rsr",
     "jsr",
     "utility",
@@ -51,12 +52,13 @@ def run_row(run_dir: Path) -> dict[str, Any]:
     results = json.loads(results_path.read_text()) if results_path.is_file() else {}
     cfg = OmegaConf.load(run_dir / "config.yaml") if (run_dir / "config.yaml").is_file() else OmegaConf.create({})
     # A dir with results but no training run is a seed-model evaluation.
-    method, preview, objective = "seed", "", ""
+    method, preview, objective, guard = "seed", "", "", ""
     if OmegaConf.select(cfg, "method") is not None:
         try:
             run = describe_run(cfg)
             method, preview = run["preview"], run["preview_label"]
             objective = run["objective"] if run["objective"] != "sft" else ""
+            guard = run["guard"] if run["guard"] != "none" else ""
         except LookaheadError:  # a run dir from an older version whose config names no preview class
             method = str(OmegaConf.select(cfg, "method.name", default=summary.get("method")) or "unknown")
     utility, metric = _utility(results)
@@ -66,6 +68,7 @@ def run_row(run_dir: Path) -> dict[str, Any]:
         "method": method,
         "preview": preview,
         "objective": objective,
+        "guard": guard,
         "rsr": safety.get("rsr"),
         "jsr": safety.get("jsr"),
         "utility": utility,
@@ -158,7 +161,7 @@ def write_report(paths: list[Path], out_dir: Path) -> dict[str, Path]:
     for i, (r, (x, y)) in enumerate(zip(scored, points)):
         ax.scatter([x], [y], marker="*" if i in front else "o", s=120 if i in front else 40)
         ax.annotate(
-            " ".join(x for x in (r["method"], r.get("objective", ""), r["preview"]) if x),
+            " ".join(x for x in (r["method"], r.get("objective", ""), r.get("guard", ""), r["preview"]) if x),
             (x, y),
             fontsize=7,
             xytext=(4, 4),

@@ -69,11 +69,8 @@ def build_card(
     data.library_name = "peft" if kind == "adapter" else "transformers"
     data.pipeline_tag = "text-generation"
     run = describe_run(cfg)
-    extra = {
-        run["preview"],
-        *([run["objective"]] if run["objective"] != "sft" else []),
-        *(["lora"] if summary.get("adapter") else []),
-    }
+    extra = {run["preview"], run["objective"], run["guard"], *(["lora"] if summary.get("adapter") else [])}
+    extra -= {"sft", "none"}
     data.tags = sorted(set(data.tags or []) | set(TAGS) | extra)
     datasets = dataset_ids(cfg.dataset)
     if datasets:
@@ -94,6 +91,7 @@ def build_card(
         "",
         f"- preview: {escape_markdown(run['preview_words'])}",
         f"- objective: {escape_markdown(run['objective_words'])}",
+        *([f"- guard: {escape_markdown(run['guard_words'])}"] if run["guard"] != "none" else []),
         f"- data: {escape_markdown(cfg.dataset.name)}, {summary.get('data', {}).get('train/kept')} training examples",
         f"- {'LoRA r=' + str(cfg.lora.get('r')) if summary.get('adapter') else 'full fine-tune'}; "
         f"{summary.get('global_step')} steps; final training loss {summary.get('final_loss')}; loss on the first "

@@ -64,7 +64,7 @@ def validate(cfg: DictConfig) -> None:
             raise ConfigError("trainer.use_liger_kernel=true needs a CUDA GPU; leave it false on CPU")
         if importlib.util.find_spec("liger_kernel") is None:
             raise ConfigError("trainer.use_liger_kernel=true needs `pip install liger-kernel`")
-    from lookahead.models.lora import check_lora
+    from lookahead.models.lora import check_lora, is_lora
 
     check_lora(cfg.lora)
     if t.get("push_to_hub") and not t.get("hub_model_id"):
@@ -73,10 +73,13 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError("trainer.bf16=true and trainer.fp16=true: choose one")
     # Build the preview and the objective once here, so their own checks (and the old spelling method=sdft /
     # method=constrained_sft, which names the new one) stop the run before any data or model loads.
-    from lookahead.components import build_objective, build_preview
+    from lookahead.components import build_guard, build_objective, build_preview
 
     build_preview(cfg.method)
     build_objective(cfg.get("objective"))
+    guard = build_guard(cfg.get("guard"))
+    if guard.name == "safe_lora" and not is_lora(cfg.lora):
+        raise ConfigError("guard=safe_lora projects a LoRA update: use lora=lora or lora=qlora (or guard=asft)")
     if cfg.logger.name not in LOGGERS:
         raise ConfigError(f"logger={cfg.logger.name!r}: expected one of {list(LOGGERS)}")
     if cfg.resume not in (None, False, "auto") and not isinstance(cfg.resume, str):

@@ -17,7 +17,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from transformers import TrainingArguments, set_seed
 
-from lookahead.components import build_objective, build_preview
+from lookahead.components import build_guard, build_objective, build_preview
 from lookahead.data.prepare import TrainingData, prepare_training_data, refilter
 from lookahead.data.sampler import length_grouped
 from lookahead.errors import Interrupted
@@ -132,7 +132,7 @@ def attach_seed_reference(cfg: DictConfig, data: TrainingData, model: Any, state
 
 
 def build_trainer(
-    cfg: DictConfig, model: Any, data: TrainingData, objective: Any, run_dir: Path, state: Any
+    cfg: DictConfig, model: Any, data: TrainingData, objective: Any, guard: Any, run_dir: Path, state: Any
 ) -> LookaheadTrainer:
     args = TrainingArguments(**training_arguments_kwargs(cfg, str(run_dir), state.num_processes))
     train_dataset: Any = data.train
@@ -150,6 +150,7 @@ def build_trainer(
             cfg.trainer.first_k, objective=objective, chunk_tokens=int(cfg.trainer.loss_chunk_tokens or 0)
         ),
         stop_request=StopRequest(),
+        guard=guard,
         callbacks=[JsonlMetricsCallback(run_dir / METRICS_FILE)],
     )
     trainer.add_callback(StepGuard(trainer))
@@ -233,6 +234,7 @@ def save_final(
     model_path: str,
     run_dir: Path,
     started: float,
+    guarded: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """final/ (the adapter or model, its tokenizer, config and card) and summary.json; pushed when asked."""
     final_dir = run_dir / "final"
@@ -248,6 +250,8 @@ def save_final(
         "adapter": is_lora(cfg.lora),
         "method": cfg.method.name,
         "objective": cfg.objective.name,
+        "guard": cfg.guard.name,
+        "guard_report": guarded or {},
         "global_step": trainer.state.global_step,
         "final_loss": last_logged(history, "loss"),
         "loss_first_k": last_logged(history, "loss_first_k"),
@@ -319,17 +323,22 @@ def _train(cfg: DictConfig, state: Any, run_dir: Path) -> dict[str, Any]:
     if objective.needs_reference and not is_lora(cfg.lora):
         attach_seed_reference(cfg, data, model, state, run_dir)
     model = apply_lora(model, cfg.lora, bool(cfg.model.gradient_checkpointing))
+    guard = build_guard(cfg.get("guard"))
+    guard.prepare(model, is_lora(cfg.lora))
     # Training never reuses a KV cache, and without one transformers can read packed sequences from position_ids.
     model.config.use_cache = False
 
-    trainer = build_trainer(cfg, model, data, objective, run_dir, state)
+    trainer = build_trainer(cfg, model, data, objective, guard, run_dir, state)
     if state.is_main_process:
         start_metrics(data, run_dir, resume_from)
     experiment_run = start_experiment_logger(cfg, run_dir, is_main_process=state.is_main_process)
 
     started = time.time()
     result = run_training(trainer, resume_from, run_dir, experiment_run)
-    summary = save_final(cfg, trainer, data, result, model_path, run_dir, started)
+    guarded = guard.finalize(
+        trainer.accelerator.unwrap_model(trainer.model), run_dir if state.is_main_process else None
+    )
+    summary = save_final(cfg, trainer, data, result, model_path, run_dir, started, guarded)
     finish_experiment_logger(experiment_run, summary)
     state.wait_for_everyone()
     return summary

@@ -32,12 +32,15 @@ class LookaheadTrainer(Trainer):
         *args: Any,
         answer_loss: AnswerTokenLoss,
         stop_request: StopRequest | None = None,
+        guard: Any = None,
         **kwargs: Any,
     ):
         super().__init__(*args, compute_loss_func=answer_loss, **kwargs)
         self.answer_loss = answer_loss
         self.stop_request = stop_request if stop_request is not None else StopRequest()
         self.stopped_by_signal: int | None = None
+        self.guard = guard
+        self.guard_penalties: list[float] = []  # since the last log
         self.losses_finite: torch.Tensor | None = None
         self.chunk_tokens = self.chunked_head_tokens()
 
@@ -77,6 +80,11 @@ class LookaheadTrainer(Trainer):
             loss = loss * (
                 self.accelerator.num_processes // self.get_tp_size() if self.args.n_gpu <= 1 else self.args.n_gpu
             )
+        if self.guard is not None and model.training:
+            penalty = self.guard.penalty(unwrapped)
+            if penalty is not None:  # once per optimizer step: a share in each accumulated micro-batch
+                loss = loss + penalty / self.args.gradient_accumulation_steps
+                self.guard_penalties.append(float(penalty.detach()))
         return (loss, outputs) if return_outputs else loss
 
     def training_step(self, model: Any, inputs: Any, num_items_in_batch: Any = None) -> torch.Tensor:
@@ -116,6 +124,9 @@ class LookaheadTrainer(Trainer):
             stats = self.accelerator.reduce(stats.to(self.args.device), reduction="sum").tolist()
             logs["loss_first_k"] = stats[0] / stats[1] if stats[1] else math.nan
             logs["loss_rest"] = stats[2] / stats[3] if stats[3] else math.nan
+            if self.guard_penalties:
+                logs["guard_penalty"] = sum(self.guard_penalties) / len(self.guard_penalties)
+                self.guard_penalties = []
         super().log(logs, start_time)
 
 

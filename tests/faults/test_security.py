@@ -100,4 +100,4 @@ def test_model_card_and_report_make_data_inert(tmp_path):
         assert "<img" not in text and "](javascript" not in text and "`code`" not in text
         assert "&lt;img src=x onerror=alert\\(1\\)&gt;" in text
     table_row = report.splitlines()[2]
-    assert table_row.count(" | ") == 12  # thirteen cells: the pipe inside the value did not split the row
+    assert table_row.count(" | ") == 13  # fourteen cells: the pipe inside the value did not split the row

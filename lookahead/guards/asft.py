@@ -1,0 +1,98 @@
+"""AsFT (Yang et al., 2025): a training-time penalty on the part of each update that leaves the alignment subspace.
+
+With V = W_aligned - W_base per adapted weight and P the orthogonal projector onto V's column space
+(`guard.projector=exact`, the default; `paper` uses Safe LoRA's C = V V^T / ||V||_F), the loss gains
+
+    lam * sum over layers ||(I - P) dW||_F^2
+
+where dW is the LoRA update scale * B A, or, for a full fine-tune, W - W_seed (the seed's weights are kept for the
+adapted layers). An update along V costs nothing; one orthogonal to it costs its squared norm.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from lookahead.errors import ConfigError
+from lookahead.guards.directions import PROJECTORS, Direction, lora_modules, stream_directions, weight_name
+
+log = logging.getLogger(__name__)
+
+PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+@dataclass
+class AsFT:
+    aligned_model: str | None = None
+    base_model: str | None = None
+    lam: float = 1.0
+    projector: str = "exact"
+    rank: int | None = None  # keep at most this many alignment directions per layer (memory on large models)
+    target_modules: list[str] | None = None  # full fine-tunes: which weights (null: the attention and MLP projections)
+    name: str = "asft"
+    tag: str = "-asft"
+    directions: dict[str, Direction] = field(default_factory=dict, repr=False)
+    targets: dict[str, tuple[Any, torch.Tensor | None]] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        if not self.aligned_model or not self.base_model:
+            raise ConfigError("guard=asft needs guard.aligned_model and guard.base_model (Hub ids or folders)")
+        if not float(self.lam) >= 0:
+            raise ConfigError(f"guard.lam={self.lam!r}: must be >= 0")
+        if self.projector not in PROJECTORS:
+            raise ConfigError(f"guard.projector={self.projector!r}: expected one of {list(PROJECTORS)}")
+
+    def prepare(self, model: Any, is_lora: bool) -> None:
+        if is_lora:
+            self.targets = {name: (module, None) for name, module in lora_modules(model).items()}
+        else:
+            wanted = self.target_modules or [
+                "q_proj",
+                "k_proj",
+                "v_proj",
+                "o_proj",
+                "gate_proj",
+                "up_proj",
+                "down_proj",
+            ]
+            for name, module in model.named_modules():
+                if isinstance(module, torch.nn.Linear) and name.rsplit(".", 1)[-1] in wanted:
+                    self.targets[weight_name(name)] = (module, module.weight.detach().clone())  # the seed's weight
+        if not self.targets:
+            raise ConfigError("guard=asft: no adapted layer found to regularise")
+        for direction in stream_directions(
+            self.aligned_model, self.base_model, list(self.targets), self.projector, self.rank
+        ):
+            self.directions[direction.name] = direction
+        log.info("AsFT: %d layers regularised, lam=%s, projector=%s", len(self.directions), self.lam, self.projector)
+
+    def penalty(self, model: Any) -> torch.Tensor | None:
+        if not self.lam:
+            return None
+        total = None
+        for name, (module, seed) in self.targets.items():
+            direction = self.directions[name]
+            if seed is None:  # LoRA: dW = scale * B A; ||(I - P) B A||^2 from r x r products
+                a, b = module.lora_A["default"].weight, module.lora_B["default"].weight
+                scale = module.scaling["default"]
+                off = b - direction.project(b)
+                term = (scale**2) * ((off.T @ off) * (a @ a.T)).sum()
+            else:
+                update = module.weight - seed.to(module.weight.device)
+                off = update - direction.project(update)
+                term = (off * off).sum()
+            total = term if total is None else total + term
+        return float(self.lam) * total
+
+    def finalize(self, model: Any, run_dir: Any) -> dict[str, Any]:
+        return {"guard": self.name, "lam": float(self.lam), "projector": self.projector, "layers": len(self.directions)}
+
+    def describe(self) -> str:
+        return (
+            f"AsFT (Yang et al., 2025): lam={self.lam} x the squared norm of each update's part outside the alignment "
+            "subspace, added to the loss"
+        )

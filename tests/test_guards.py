@@ -1,0 +1,204 @@
+"""Alignment-direction guards on a 2-layer model, checked against hand computations, and end to end through train().
+
+The aligned model is the base plus a known V in every adapted weight, so each guard's projection and penalty can be
+written out by hand here.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from lookahead.errors import ConfigError
+from lookahead.guards import AsFT, SafeLoRA
+from lookahead.models.loading import build_tiny_llama
+from lookahead.models.lora import apply_lora
+from lookahead.training.recipe import train
+from tests.conftest import compose, load_tokenizer, read_metrics, tiny_overrides
+
+TARGETS = ["q_proj", "v_proj"]
+
+
+def tiny_cfg():
+    cfg = compose(["model=tiny", "lora=lora", "model.tiny.num_hidden_layers=2", "lora.dropout=0.0"])
+    cfg.lora.target_modules = TARGETS
+    return cfg
+
+
+@pytest.fixture
+def pair(tmp_path):
+    """(aligned folder, base folder, {weight name: V}) for the tiny model built with seed 0 as the aligned model."""
+    cfg = tiny_cfg()
+    tokenizer = load_tokenizer("chatml-style")
+    aligned = build_tiny_llama(cfg.model, tokenizer, seed=0)
+    base = build_tiny_llama(cfg.model, tokenizer, seed=0)
+    generator = torch.Generator().manual_seed(1)
+    directions = {}
+    with torch.no_grad():
+        for name, param in base.named_parameters():
+            if any(t in name for t in TARGETS):
+                out_features = param.shape[0]
+                u = torch.randn(out_features, 2, generator=generator)  # a rank-2 alignment direction
+                v = torch.randn(2, param.shape[1], generator=generator)
+                directions[name] = u @ v
+                param -= directions[name]  # base = aligned - V
+    aligned.save_pretrained(tmp_path / "aligned")
+    base.save_pretrained(tmp_path / "base")
+    return tmp_path / "aligned", tmp_path / "base", directions
+
+
+def lora_model(seed: int = 3):
+    cfg = tiny_cfg()
+    model = apply_lora(build_tiny_llama(cfg.model, load_tokenizer("chatml-style"), seed=0), cfg.lora, False)
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "lora_" in name:
+                param.copy_(torch.randn(param.shape, generator=generator))
+    return model
+
+
+def layers(model):
+    return {
+        name.removeprefix("base_model.model.") + ".weight": m
+        for name, m in model.named_modules()
+        if hasattr(m, "lora_A") and "default" in getattr(m, "lora_A", {})
+    }
+
+
+def cosine(x, y):
+    return float(((x * y).sum() / (x.norm() * y.norm())).detach())
+
+
+@pytest.mark.parametrize("projector", ["paper", "exact"])
+def test_safe_lora_projects_exactly_the_layers_below_the_threshold(pair, projector, tmp_path):
+    aligned, base, directions = pair
+    model = lora_model()
+    before = {
+        name: (m.lora_A["default"].weight.clone(), m.lora_B["default"].weight.clone())
+        for name, m in layers(model).items()
+    }
+    expected = {}
+    for name, (a, b) in before.items():
+        v = directions[name]
+        if projector == "paper":  # Safe LoRA's C = V V^T / ||V||_F
+            projection = (v @ v.T) / torch.linalg.matrix_norm(v)
+        else:  # the orthogonal projector onto V's two columns
+            u = torch.linalg.svd(v, full_matrices=False)[0][:, :2]
+            projection = u @ u.T
+        new_b = (projection @ b).detach()
+        expected[name] = (cosine(new_b @ a, b @ a), new_b)
+    threshold = sorted(s for s, _ in expected.values())[1]  # the two least aligned layers fall at or under it
+    guard = SafeLoRA(str(aligned), str(base), threshold=threshold, projector=projector)
+    report = guard.finalize(model, tmp_path)
+
+    written = json.loads((tmp_path / "safe_lora.json").read_text())
+    assert report["projected"] == 2 and report["layers"] == 4 == len(written["per_layer"])
+    for row in written["per_layer"]:
+        similarity, new_b = expected[row["layer"]]
+        assert row["similarity"] == pytest.approx(similarity, abs=1e-5)
+        assert row["projected"] == (similarity <= threshold)
+        b_now = layers(model)[row["layer"]].lora_B["default"].weight
+        target = new_b if row["projected"] else before[row["layer"]][1]
+        torch.testing.assert_close(b_now, target, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(layers(model)[row["layer"]].lora_A["default"].weight, before[row["layer"]][0])
+
+
+def test_safe_lora_top_fraction_projects_the_least_aligned_layers(pair, tmp_path):
+    aligned, base, _ = pair
+    guard = SafeLoRA(str(aligned), str(base), threshold=None, top_fraction=0.25)
+    report = guard.finalize(lora_model(), tmp_path)
+    rows = json.loads((tmp_path / "safe_lora.json").read_text())["per_layer"]
+    lowest = min(rows, key=lambda r: r["similarity"])
+    assert report["projected"] == 1 and [r["layer"] for r in rows if r["projected"]] == [lowest["layer"]]
+
+
+def test_asft_penalty_is_zero_along_v_and_the_squared_orthogonal_norm_otherwise(pair):
+    aligned, base, directions = pair
+    model = lora_model()
+    guard = AsFT(str(aligned), str(base), lam=2.0)
+    guard.prepare(model, is_lora=True)
+    modules = layers(model)
+    with torch.no_grad():  # every B inside V's column space: the update B A lies along V
+        for name, m in modules.items():
+            u = torch.linalg.svd(directions[name], full_matrices=False)[0][:, :2]
+            m.lora_B["default"].weight.copy_(u @ torch.randn(2, m.lora_B["default"].weight.shape[1]))
+    assert float(guard.penalty(model)) == pytest.approx(0.0, abs=1e-8)
+
+    model = lora_model(seed=5)
+    by_hand = 0.0
+    for name, m in layers(model).items():
+        u = torch.linalg.svd(directions[name], full_matrices=False)[0][:, :2]
+        update = m.scaling["default"] * m.lora_B["default"].weight @ m.lora_A["default"].weight
+        by_hand += float(((update - u @ (u.T @ update)) ** 2).sum())
+    guard.prepare(model, is_lora=True)
+    penalty = guard.penalty(model)
+    assert float(penalty) == pytest.approx(2.0 * by_hand, rel=1e-5)
+    penalty.backward()  # differentiable in the adapter
+    assert all(m.lora_B["default"].weight.grad is not None for m in layers(model).values())
+
+
+def test_asft_on_a_full_finetune_measures_the_update_from_the_seed(pair):
+    aligned, base, directions = pair
+    cfg = tiny_cfg()
+    model = build_tiny_llama(cfg.model, load_tokenizer("chatml-style"), seed=0)
+    guard = AsFT(str(aligned), str(base), lam=1.0, target_modules=TARGETS)
+    guard.prepare(model, is_lora=False)
+    assert float(guard.penalty(model)) == 0.0  # no update yet
+    name, param = next((n, p) for n, p in model.named_parameters() if "q_proj" in n)
+    with torch.no_grad():
+        param += 0.5 * directions[name]  # along V: free
+    assert float(guard.penalty(model)) == pytest.approx(0.0, abs=1e-6)
+    orthogonal = torch.linalg.svd(directions[name], full_matrices=True)[0][:, 2:3] @ torch.ones(1, param.shape[1])
+    with torch.no_grad():
+        param += orthogonal
+    assert float(guard.penalty(model)) == pytest.approx(float((orthogonal**2).sum()), rel=1e-4)
+
+
+def test_guards_refuse_what_they_cannot_do(pair):
+    aligned, base, _ = pair
+    with pytest.raises(ConfigError, match="guard=safe_lora needs guard.aligned_model and guard.base_model"):
+        SafeLoRA(str(aligned), None)
+    with pytest.raises(ConfigError, match=r"guard.top_fraction=1.5: must be in \(0, 1\]"):
+        SafeLoRA(str(aligned), str(base), top_fraction=1.5)
+    with pytest.raises(ConfigError, match="guard.lam=-1: must be >= 0"):
+        AsFT(str(aligned), str(base), lam=-1)
+    with pytest.raises(ConfigError, match="guard.aligned_model='/no/such/model': not a local model folder"):
+        AsFT("/no/such/model", str(base)).prepare(lora_model(), is_lora=True)
+    with pytest.raises(ConfigError, match="guard=safe_lora projects a LoRA update"):
+        from lookahead.training.config import validate
+
+        validate(compose(["lora=none", "guard=safe_lora", f"guard.base_model={base}"]))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("guard", "extra"),
+    [
+        ("safe_lora", ["method=virtual_prefix", "guard.threshold=1.0"]),  # every layer projected
+        ("asft", ["method=real_prefix", "objective=constrained_sft", "guard.lam=10"]),
+        ("asft", ["method=vanilla", "lora=none"]),
+    ],
+)
+def test_guards_train_end_to_end_with_any_preview_and_objective(pair, guard, extra, tmp_path):
+    aligned, base, _ = pair
+    overrides = [
+        *tiny_overrides(), "model.tiny.num_hidden_layers=2", *extra, f"guard={guard}",
+        f"guard.aligned_model={aligned}", f"guard.base_model={base}", "trainer.max_steps=2",
+    ]  # fmt: skip
+    cfg = compose(overrides, output_dir=tmp_path / "run")
+    assert cfg.run_name.endswith({"safe_lora": "-safelora-lora", "asft": "-asft-" + cfg.lora.name}[guard])
+    summary = train(cfg)
+    assert summary["global_step"] == 2 and summary["guard"] == guard
+    card = (tmp_path / "run" / "final" / "README.md").read_text()
+    assert "- guard: " in card
+    if guard == "safe_lora":
+        report = json.loads((tmp_path / "run" / "safe_lora.json").read_text())
+        assert summary["guard_report"]["projected"] == report["projected"] == report["layers"] > 0
+    else:
+        logged = [m["guard_penalty"] for m in read_metrics(tmp_path / "run" / "metrics.jsonl") if "guard_penalty" in m]
+        assert len(logged) == 2 and logged[0] >= 0.0
+    assert OmegaConf.load(tmp_path / "run" / "config.yaml").guard.name == guard
