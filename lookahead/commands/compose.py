@@ -30,8 +30,8 @@ def compose_train_config(overrides: list[str], config_dir: Path = CONFIG_DIR) ->
 
 
 def compose_evaluate_config(overrides: list[str], config_dir: Path = CONFIG_DIR) -> DictConfig:
-    """The same config `python evaluate.py <overrides>` would run."""
-    return _compose("evaluate", list(overrides), config_dir)
+    """The same config `python evaluate.py <overrides>` would run (outside a Hydra app, with no Hydra run dir)."""
+    return _compose("evaluate", [*overrides, "paths.output_dir=null"], config_dir)
 
 
 def run_script(main: Callable[[list[str]], int], argv: list[str] | None = None) -> NoReturn:

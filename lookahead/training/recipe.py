@@ -168,8 +168,43 @@ def start_metrics(data: TrainingData, run_dir: Path, resume_from: Path | None) -
         write_metrics_record(metrics_path, {"step": 0, **data.metrics})
 
 
+def finish_from_checkpoint(trainer: LookaheadTrainer, checkpoint: Path) -> Any:
+    """Resume from a checkpoint at `max_steps`: the run had trained to the end and stopped before writing final/.
+
+    The HF Trainer checks `max_steps` only after a step, so resuming there would train one step more than an
+    uninterrupted run (when `max_steps` is not at an epoch's end). Load that checkpoint's weights and state instead.
+    """
+    from safetensors.torch import load_file
+    from transformers import TrainerState
+    from transformers.trainer_utils import TrainOutput
+
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    adapter = checkpoint / "adapter_model.safetensors"
+    if adapter.is_file():
+        from peft import set_peft_model_state_dict
+
+        set_peft_model_state_dict(model, load_file(adapter))
+    else:
+        from transformers.modeling_utils import load_sharded_checkpoint
+
+        if (checkpoint / "model.safetensors.index.json").is_file():
+            load_sharded_checkpoint(model, str(checkpoint), strict=False)
+        else:
+            unexpected = model.load_state_dict(
+                load_file(checkpoint / "model.safetensors"), strict=False
+            ).unexpected_keys
+            if unexpected:
+                raise RuntimeError(f"{checkpoint}: weights the model does not have: {unexpected[:3]}")
+    trainer.state = TrainerState.load_from_json(str(checkpoint / "trainer_state.json"))
+    log.info("Resuming from %s: training had reached max_steps=%d; writing final/", checkpoint, trainer.args.max_steps)
+    return TrainOutput(trainer.state.global_step, last_logged(trainer.state.log_history, "loss"), {})
+
+
 def run_training(trainer: LookaheadTrainer, resume_from: Path | None, run_dir: Path, experiment_run: Any) -> Any:
     """`trainer.train()` under the stop-signal handlers; a failed checkpoint write or a signal becomes one error."""
+    finished = resume_from is not None and 0 < trainer.args.max_steps <= checkpoint_step(resume_from)
+    if finished and not (resume_from / "pytorch_model_fsdp_0").exists():
+        return finish_from_checkpoint(trainer, resume_from)
     try:
         with trainer.stop_request.installed():
             result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)

@@ -31,8 +31,13 @@ pytestmark = pytest.mark.slow
 
 STEPS = 8
 RUN = "tiny-arithmetic-virtual_prefix-lora"
-# Checkpoints every 2 steps, all kept, so any kill point has one to continue from (or none before step 2).
-COMMON = [*tiny_overrides(), f"trainer.max_steps={STEPS}", "trainer.save_steps=2", "trainer.save_total_limit=null"]
+# Checkpoints every 2 steps, all kept, so any kill point has one to continue from (or none before step 2). A wider
+# tiny model than usual, so a step takes long enough for the kills to land inside the run.
+COMMON = [
+    *tiny_overrides(), "model.tiny.hidden_size=256", "model.tiny.intermediate_size=1024",
+    "model.tiny.num_hidden_layers=4", f"trainer.max_steps={STEPS}", "trainer.save_steps=2",
+    "trainer.save_total_limit=null",
+]  # fmt: skip
 ADAPTER = "final/adapter_model.safetensors"
 
 
@@ -194,3 +199,15 @@ def test_resume_at_another_world_size_is_refused(tmp_path):
     info.write_text(json.dumps({"world_size": 2}))  # as `accelerate launch --num_processes 2` writes it
     with pytest.raises(ConfigError, match=r"was written by 2 process\(es\) and this run has 1; resume with"):
         run_in_process(run_dir, "resume=auto")
+
+
+def test_resume_from_the_last_checkpoint_of_a_finished_run_trains_no_extra_step(reference, tmp_path):
+    """Killed after the checkpoint at max_steps but before final/: the Trainer alone would train one step more."""
+    run_dir = tmp_path / RUN
+    shutil.copytree(reference, run_dir)
+    for lost in ("final", "summary.json"):
+        path = run_dir / lost
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+    summary = run_in_process(run_dir, "resume=auto")
+    assert summary["global_step"] == STEPS
+    assert_same_end(run_dir, reference)

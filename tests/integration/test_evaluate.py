@@ -93,7 +93,7 @@ def test_evaluate_tiny_run_writes_results_and_per_suite_files(tmp_path):
     card_path = tmp_path / "run" / "final" / "README.md"
     card = ModelCard.load(card_path)
     assert "## Safety evaluation" in card.text and "| seed model |" in card.text and "| change |" in card.text
-    assert r"jbb\_behaviors.csv" in card.text and "keyword judge" in card.text  # escaped for Markdown
+    assert r"behaviours.csv" in card.text and "keyword judge" in card.text
     metrics = {m["type"] for r in card.data.to_dict()["model-index"][0]["results"] for m in r["metrics"]}
     assert {"rsr", "jsr", "accuracy", "rouge1", "kl_position_1", "kl_position_4"} <= metrics  # kl.positions=4
     assert card.data.library_name == "peft"  # the training card's metadata is kept

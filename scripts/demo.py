@@ -1,0 +1,46 @@
+"""The CPU safety demo (make demo): the testbed seed, fine-tuned with and without a preview, evaluated and reported.
+
+    python scripts/make_safety_seed.py            # once (make seed)
+    python scripts/demo.py [--seeds 1 2] [--variant guard_safe_lora "method=virtual_prefix guard=safe_lora"]
+
+Writes outputs/testbed/demo/report/{report.md,report.csv,safety_utility.png} and demo.json (means, spread over the
+seeds, and whether the paper's direction holds). See docs/demo.md.
+"""
+
+import argparse
+import json
+import logging
+import shlex
+
+from lookahead.commands.compose import run_script
+from lookahead.testbed.demo import DemoSettings, run_demo
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seed-dir", default=DemoSettings.seed_dir)
+    parser.add_argument("--out", default=DemoSettings.out_dir)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--train-size", type=int, default=DemoSettings.train_size)
+    parser.add_argument("--epochs", type=float, default=DemoSettings.epochs)
+    parser.add_argument("--learning-rate", type=float, default=DemoSettings.learning_rate)
+    parser.add_argument("--utility-n", type=int, default=DemoSettings.utility_n)
+    parser.add_argument("--safety-limit", type=int, default=None)
+    parser.add_argument("--variant", nargs=2, action="append", metavar=("NAME", "OVERRIDES"), default=[])
+    parser.add_argument("--only-variants", action="store_true", help="drop the default vanilla / virtual_prefix rows")
+    args = parser.parse_args(argv)
+    settings = DemoSettings(
+        seed_dir=args.seed_dir, out_dir=args.out, seeds=args.seeds, train_size=args.train_size, epochs=args.epochs,
+        learning_rate=args.learning_rate, utility_n=args.utility_n, safety_limit=args.safety_limit,
+    )  # fmt: skip
+    if args.only_variants:
+        settings.variants = {}
+    settings.variants.update({name: shlex.split(overrides) for name, overrides in args.variant})
+    logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s] %(message)s")
+    summary = run_demo(settings)
+    print(json.dumps({k: summary[k] for k in ("variants", "paper_direction", "minutes") if k in summary}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    run_script(main)
