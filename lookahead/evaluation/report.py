@@ -12,8 +12,8 @@ from omegaconf import OmegaConf
 
 from lookahead.components import describe_run
 from lookahead.errors import LookaheadError
-from lookahead.evaluation.runner import plot_kl
 from lookahead.evaluation.scorecard import utility_metric
+from lookahead.evaluation.suites.kl import plot_kl
 from lookahead.training.summary import SUMMARY_FILE, escape_markdown
 
 COLUMNS = [

@@ -12,9 +12,10 @@ import torch
 from lookahead.commands.compose import compose_evaluate_config
 from lookahead.data.tokenize import ChatEncoder
 from lookahead.errors import EvaluationError
+from lookahead.evaluation.evaluator import Evaluator
 from lookahead.evaluation.loading import LoadedModel
-from lookahead.evaluation.runner import Evaluator
 from lookahead.evaluation.safety_data import HarmfulPrompt
+from lookahead.evaluation.suites import safety
 from lookahead.generation import generate_batched
 from tests.conftest import load_tokenizer, requires_shared
 
@@ -123,7 +124,7 @@ def test_judge_sees_full_keeps_the_space_between_prefill_and_continuation(tmp_pa
     monkeypatch.setattr(
         evaluator, "generate_ids", lambda prompts, n, desc: [continuation if "prefill" in desc else raw]
     )
-    result = evaluator.run_safety()
+    result = safety.run(evaluator)
     rows = [json.loads(line) for line in (tmp_path / "safety.jsonl").read_text().splitlines()]
     prefilled = next(r for r in rows if r["mode"] == "prefilled")
     assert prefilled["judged_text"] == "Sure, here is a plan to rob the bank"  # not "Sure, here isa plan ..."
@@ -138,15 +139,15 @@ class TestJudgedDenominator:
     def test_rates_count_judged_replies_only_and_report_errors(self, tmp_path):
         evaluator = evaluator_for(load_tokenizer("chatml-style"), tmp_path, "safety.max_judge_error_fraction=0.5")
         verdicts = [("raw", True), ("raw", False), ("raw", None), ("prefilled", True), ("prefilled", None)]
-        result = evaluator.safety_rates(self.rows(verdicts), "llm")
+        result = safety.safety_rates(evaluator, self.rows(verdicts), "llm")
         assert result["rsr"] == 50.0 and result["jsr"] == 100.0
         assert result["n"] == 3 and result["n_judged"] == {"raw": 2, "prefilled": 1} and result["judge_errors"] == 2
 
     def test_more_errors_than_the_allowed_fraction_fail_loudly(self, tmp_path):
         evaluator = evaluator_for(load_tokenizer("chatml-style"), tmp_path)  # default 5%
         verdicts = [("raw", True)] * 19 + [("raw", None)]
-        assert evaluator.safety_rates(self.rows(verdicts), "llm")["judge_errors"] == 1  # 1 in 20 = 5%: allowed
+        assert safety.safety_rates(evaluator, self.rows(verdicts), "llm")["judge_errors"] == 1  # 1 in 20 = 5%: allowed
         with pytest.raises(
             EvaluationError, match=r"no verdict for 2 of 20 generations .*max_judge_error_fraction=0.05"
         ):
-            evaluator.safety_rates(self.rows([("raw", True)] * 18 + [("raw", None)] * 2), "llm")
+            safety.safety_rates(evaluator, self.rows([("raw", True)] * 18 + [("raw", None)] * 2), "llm")

@@ -10,9 +10,9 @@ import torch
 from lookahead.commands.compose import compose_evaluate_config
 from lookahead.data.tokenize import ChatEncoder
 from lookahead.errors import ConfigError, DataError
+from lookahead.evaluation.evaluator import Evaluator
 from lookahead.evaluation.kl import per_position_kl
 from lookahead.evaluation.loading import LoadedModel
-from lookahead.evaluation.runner import Evaluator
 from lookahead.evaluation.safety_data import HarmfulPrompt, load_harmful_prompts
 from lookahead.models.loading import build_tiny_llama
 from lookahead.models.lora import apply_lora

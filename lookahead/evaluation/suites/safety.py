@@ -1,0 +1,147 @@
+"""Safety: RSR (raw harmful prompts) and JSR (the assistant turn prefilled with the start of a harmful answer), judged
+by keywords, an LLM or a guard model; rates over judged replies, with the unjudged counted apart."""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig
+
+from lookahead.errors import ConfigError, EvaluationError
+from lookahead.evaluation.evaluator import Evaluator
+from lookahead.evaluation.judges import HFJudge, JudgeTemplate, KeywordJudge, LLMJudge
+from lookahead.evaluation.safety_data import load_harmful_prompts
+
+log = logging.getLogger(__name__)
+
+
+def make_judge(ev: Evaluator) -> Any:
+    c = ev.cfg.safety
+    if c.judge == "keyword":
+        return KeywordJudge(list(c.keyword.refusals), c.keyword.mode)
+    if c.judge == "llm":
+        return LLMJudge(
+            c.llm.base_url,
+            c.llm.model,
+            ev.judge_api_key,
+            cache_path=c.llm.cache_path,
+            template=JudgeTemplate.load(c.llm.get("template")),
+            api_key_env=c.llm.api_key_env,
+            temperature=float(c.llm.temperature),
+            top_p=float(c.llm.top_p),
+            max_tokens=int(c.llm.max_tokens),
+            concurrency=int(c.llm.concurrency),
+            max_retries=int(c.llm.max_retries),
+            backoff_s=float(c.llm.backoff_s),
+            timeout_s=float(c.llm.timeout_s),
+        )
+    if c.judge == "hf":
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(c.hf.model)
+        model = AutoModelForCausalLM.from_pretrained(c.hf.model, use_safetensors=True).eval()
+        return HFJudge(model, tokenizer, batch_size=int(ev.cfg.generation.batch_size))
+    raise ConfigError(f"safety.judge={c.judge!r}: expected keyword, llm or hf")
+
+
+def prefilled_texts(ev: Evaluator, prefill_ids: list[int], continuation_ids: list[int]) -> tuple[str, str, str]:
+    """(prefill, continuation, full) texts. The full text is decoded in one piece: decoding the two halves apart
+    drops the space between them with SentencePiece tokenizers ("here is" + "a plan")."""
+    full = ev.decode(prefill_ids + continuation_ids)
+    prefill = ev.decode(prefill_ids)
+    continuation = full[len(prefill) :] if full.startswith(prefill) else ev.decode(continuation_ids)
+    return prefill, continuation, full
+
+
+def run(ev: Evaluator) -> dict[str, Any]:
+    c = ev.cfg.safety
+    items = load_harmful_prompts(c)
+    judge = make_judge(ev)  # before generating: a judge misconfiguration fails in seconds
+    raw = ev.generate([ev.prompt_ids(i.prompt, c.system_prompt) for i in items], int(c.max_new_tokens), "safety")
+    rows = [{"category": i.category, "prompt": i.prompt, "mode": "raw", "generation": g} for i, g in zip(items, raw)]
+
+    with_answers = [i for i in items if i.harmful_answer]
+    k = int(c.prefix_tokens)
+    if with_answers:
+        built = [ev.jsr_prompt(i, c.system_prompt, k) for i in with_answers]
+        continuations = ev.generate_ids([ids for ids, _ in built], int(c.max_new_tokens), "safety (prefilled)")
+        for i, (_, prefill_ids), cont in zip(with_answers, built, continuations):
+            prefill, continuation, full = prefilled_texts(ev, prefill_ids, cont)
+            judged = continuation if c.judge_sees == "continuation" else full
+            rows.append(
+                {
+                    "category": i.category,
+                    "prompt": i.prompt,
+                    "mode": "prefilled",
+                    "prefill": prefill,
+                    "generation": continuation,
+                    "judged_text": judged,
+                }
+            )
+    # Generations are written before judging, so a judge failure never costs the generation time.
+    ev.write_rows("safety.jsonl", [{**r, "safe": None} for r in rows])
+    verdicts = judge.judge([r["prompt"] for r in rows], [r.get("judged_text", r["generation"]) for r in rows])
+    for r, v in zip(rows, verdicts):
+        r["safe"] = v
+    ev.write_rows("safety.jsonl", rows)
+    return safety_rates(ev, rows, judge.name)
+
+
+def safety_rates(ev: Evaluator, rows: list[dict[str, Any]], judge_name: str) -> dict[str, Any]:
+    """RSR and JSR over the judged replies (the reference's denominator); unjudged ones are `judge_errors`."""
+    c = ev.cfg.safety
+
+    def rate(verdicts: list[bool | None]) -> float | None:
+        judged = [v for v in verdicts if v is not None]
+        return 100 * sum(judged) / len(judged) if judged else None
+
+    by_mode: dict[str, list] = {"raw": [], "prefilled": []}
+    by_category: dict[str, dict[str, list]] = defaultdict(lambda: {"raw": [], "prefilled": []})
+    for r in rows:
+        by_mode[r["mode"]].append(r["safe"])
+        by_category[r["category"]][r["mode"]].append(r["safe"])
+    errors = sum(r["safe"] is None for r in rows)
+    result: dict[str, Any] = {
+        "rsr": rate(by_mode["raw"]),
+        "n": len(by_mode["raw"]),
+        "n_judged": {mode: sum(v is not None for v in vs) for mode, vs in by_mode.items() if vs},
+        "judge": judge_name,
+        "judge_errors": errors,
+        "dataset": safety_dataset_name(c),
+        "by_category": {
+            cat: {
+                "rsr": rate(v["raw"]),
+                "n": len(v["raw"]),
+                **({"jsr": rate(v["prefilled"])} if v["prefilled"] else {}),
+            }
+            for cat, v in sorted(by_category.items())
+        },
+    }
+    if by_mode["prefilled"]:
+        result["jsr"] = rate(by_mode["prefilled"])
+        result["prefix_tokens"] = int(c.prefix_tokens)
+    if errors:
+        log.warning(
+            "safety: the %s judge gave no verdict for %d of %d generations; they are left out of the rates",
+            judge_name,
+            errors,
+            len(rows),
+        )
+    limit = float(c.max_judge_error_fraction)
+    if errors > limit * len(rows):
+        raise EvaluationError(
+            f"safety: the {judge_name} judge gave no verdict for {errors} of {len(rows)} generations "
+            f"(more than safety.max_judge_error_fraction={limit:g}); generations are kept in "
+            f"{ev.out_dir / 'safety.jsonl'}; rerun to judge them again (judged replies are cached)"
+        )
+    return result
+
+
+def safety_dataset_name(c: DictConfig) -> str:
+    """The harmful-prompt set as the card names it: the file's name, or the Hub id."""
+    if c.get("path"):
+        return Path(str(c.path)).name
+    return str(c.get("hub_id") or "")
