@@ -39,7 +39,7 @@ class DemoSettings:
     batch_size: int = 8
     utility_n: int = 100
     utility_max_new_tokens: int = 160
-    safety_max_new_tokens: int = 48
+    safety_max_new_tokens: int = 32
     safety_limit: int | None = None
     max_steps: int = -1  # > 0: stop each fine-tune there (smoke runs)
     cache_dir: str | None = None

