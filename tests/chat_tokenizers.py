@@ -9,7 +9,6 @@
 from __future__ import annotations
 
 import functools
-import json
 import tempfile
 from pathlib import Path
 
@@ -103,7 +102,3 @@ def built_tokenizer_dir(style: str = "chatml") -> Path:
     """The folder of a test-time tokenizer, built once per process (well under a second)."""
     root = Path(tempfile.mkdtemp(prefix="lookahead-test-tokenizers-"))
     return build(style, root / style)
-
-
-def describe(style: str) -> dict:
-    return json.loads((built_tokenizer_dir(style) / "tokenizer_config.json").read_text())

@@ -36,7 +36,3 @@ class LengthGroupedOrder(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         return self.examples[self.order[index]]
-
-
-def length_grouped(examples: Sequence[dict[str, Any]], group_size: int, seed: int) -> LengthGroupedOrder:
-    return LengthGroupedOrder(examples, group_size, seed)

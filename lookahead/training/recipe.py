@@ -19,7 +19,7 @@ from transformers import TrainingArguments, set_seed
 
 from lookahead.components import build_guard, build_objective, build_preview
 from lookahead.data.prepare import TrainingData, prepare_training_data, refilter
-from lookahead.data.sampler import length_grouped
+from lookahead.data.sampler import LengthGroupedOrder
 from lookahead.errors import Interrupted
 from lookahead.models.loading import load_model, load_tokenizer, resolve_model_path
 from lookahead.models.lora import apply_lora, check_lora_targets, is_lora
@@ -138,7 +138,7 @@ def build_trainer(
     train_dataset: Any = data.train
     if cfg.trainer.group_by_length:  # a seeded order per epoch: a resumed run sees the same batches
         group = args.train_batch_size * args.gradient_accumulation_steps
-        train_dataset = length_grouped(data.train, group, seed=args.seed)
+        train_dataset = LengthGroupedOrder(data.train, group, seed=args.seed)
     trainer = LookaheadTrainer(
         model=model,
         args=args,
