@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 ARGS ?=
 
-.PHONY: setup train test test-fast lint bench demo-setup seed demo clean
+.PHONY: setup train test test-fast lint bench demo-setup seed demo sweep clean
 
 setup: $(VENV)/.installed
 
@@ -41,6 +41,11 @@ seed: demo-setup
 demo: demo-setup
 	test -f outputs/testbed/seed/model/seed_report.json || HF_HUB_OFFLINE=1 $(PY) scripts/make_safety_seed.py
 	HF_HUB_OFFLINE=1 $(PY) scripts/demo.py $(ARGS)
+
+# previews x {none, safe_lora, asft, constrained_sft, safety_mix 0.05} x 2 seeds: 30 fine-tunes, hours on a CPU.
+sweep: demo-setup
+	test -f outputs/testbed/seed/model/seed_report.json || HF_HUB_OFFLINE=1 $(PY) scripts/make_safety_seed.py
+	HF_HUB_OFFLINE=1 $(PY) scripts/demo.py --sweep --out outputs/testbed/sweep $(ARGS)
 
 lint: setup
 	$(PY) -m ruff check lookahead scripts tests train.py

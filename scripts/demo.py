@@ -2,9 +2,10 @@
 
     python scripts/make_safety_seed.py            # once (make seed)
     python scripts/demo.py [--seeds 1 2] [--variant guard_safe_lora "method=virtual_prefix guard=safe_lora"]
+    python scripts/demo.py --sweep                # previews x protections x seeds (make sweep; hours on a CPU)
 
-Writes outputs/testbed/demo/report/{report.md,report.csv,safety_utility.png} and demo.json (means, spread over the
-seeds, and whether the paper's direction holds). See docs/demo.md.
+Writes outputs/testbed/demo/report/{report.md,report.csv,safety_utility.png,sweep.md,sweep.png} and demo.json
+(means, spread over the seeds, whether the paper's direction holds, each variant against vanilla). See docs/demo.md.
 """
 
 import argparse
@@ -13,7 +14,7 @@ import logging
 import shlex
 
 from lookahead.commands.compose import run_script
-from lookahead.testbed.demo import DemoSettings, run_demo
+from lookahead.testbed.demo import DemoSettings, run_demo, sweep_variants
 
 
 def main(argv: list[str]) -> int:
@@ -28,6 +29,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--safety-limit", type=int, default=None)
     parser.add_argument("--variant", nargs=2, action="append", metavar=("NAME", "OVERRIDES"), default=[])
     parser.add_argument("--only-variants", action="store_true", help="drop the default vanilla / virtual_prefix rows")
+    parser.add_argument(
+        "--sweep", action="store_true", help="previews x {none, safe_lora, asft, constrained_sft, safety_mix}"
+    )
     args = parser.parse_args(argv)
     settings = DemoSettings(
         seed_dir=args.seed_dir, out_dir=args.out, seeds=args.seeds, train_size=args.train_size, epochs=args.epochs,
@@ -35,10 +39,13 @@ def main(argv: list[str]) -> int:
     )  # fmt: skip
     if args.only_variants:
         settings.variants = {}
+    if args.sweep:
+        settings.variants = sweep_variants()
     settings.variants.update({name: shlex.split(overrides) for name, overrides in args.variant})
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s] %(message)s")
     summary = run_demo(settings)
-    print(json.dumps({k: summary[k] for k in ("variants", "paper_direction", "minutes") if k in summary}, indent=2))
+    keys = ("variants", "paper_direction", "against_vanilla", "minutes")
+    print(json.dumps({k: summary[k] for k in keys if k in summary}, indent=2))
     return 0
 
 

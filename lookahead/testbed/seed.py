@@ -35,6 +35,7 @@ class SeedSettings:
     out_dir: str = "outputs/testbed/seed"
     held_fraction: float = 0.3  # of the harmful requests, kept apart for evaluation
     benign: int = 160  # arithmetic questions answered by the base model
+    refusals: int | None = None  # train on only this many of the seed split's harmful requests (a shallower seed)
     benign_max_new_tokens: int = 128
     learning_rate: float = 3e-4
     epochs: float = 1.0
@@ -78,17 +79,35 @@ def own_answers(model_path: str, questions: list[str], max_new_tokens: int) -> l
     return [tokenizer.decode(o, skip_special_tokens=True).strip() for o in outputs]
 
 
+def cached_own_answers(model_path: str, questions: list[str], max_new_tokens: int, path: Path) -> list[str]:
+    """`own_answers`, kept in `path` keyed by model, questions and length: a rebuilt seed does not regenerate them."""
+    key = {"model": model_path, "questions": questions, "max_new_tokens": max_new_tokens}
+    if path.is_file():
+        cached = json.loads(path.read_text())
+        if cached.get("key") == key:
+            log.info("Reusing the base model's own answers from %s", path)
+            return cached["answers"]
+    answers = own_answers(model_path, questions, max_new_tokens)
+    path.write_text(json.dumps({"key": key, "answers": answers}, ensure_ascii=False) + "\n")
+    return answers
+
+
 def seed_examples(settings: SeedSettings, model_path: str, out: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     requests = load_harmful_requests(Path(settings.harmful_dir) if settings.harmful_dir else None)
     train_requests, held = split(requests, settings.held_fraction)
     write_safety_csv(held, out / "held_apart.csv")
     write_safety_csv(train_requests, out / "seed_requests.csv")
     questions = [r["question"] for r in generate_arithmetic(settings.benign, seed=BENIGN_SEED)]
-    answers = own_answers(model_path, questions, settings.benign_max_new_tokens)
+    answers = cached_own_answers(model_path, questions, settings.benign_max_new_tokens, out / "own_answers.json")
     rng = random.Random(settings.seed)
+    refused = (
+        train_requests
+        if settings.refusals is None or settings.refusals >= len(train_requests)
+        else random.Random(settings.seed).sample(train_requests, settings.refusals)  # spread over sources and topics
+    )
     rows = []
     pairs = [(q, a) for q, a in zip(questions, answers) if a] + [
-        (r.prompt, REFUSALS[i % len(REFUSALS)]) for i, r in enumerate(train_requests)
+        (r.prompt, REFUSALS[i % len(REFUSALS)]) for i, r in enumerate(refused)
     ]
     for prompt, answer in pairs:
         system = [{"role": "system", "content": SYSTEM_PROMPT}] if rng.random() < 0.5 else []
@@ -96,9 +115,15 @@ def seed_examples(settings: SeedSettings, model_path: str, out: Path) -> tuple[l
             {"messages": [*system, {"role": "user", "content": prompt}, {"role": "assistant", "content": answer}]}
         )
     rng.shuffle(rows)
+    refusals = "".join(
+        json.dumps({"prompt": r.prompt, "response": REFUSALS[i % len(REFUSALS)]}, ensure_ascii=False) + "\n"
+        for i, r in enumerate(refused)
+    )
+    (out / "refusals.jsonl").write_text(refusals)  # the seed's own refusals: the demo's `dataset.safety_mix` pool
     counts = {
         "harmful_requests": len(requests),
-        "seed_refusals": len(train_requests),
+        "seed_split": len(train_requests),
+        "seed_refusals": len(refused),
         "held_apart": len(held),
         "benign_own_answers": sum(1 for a in answers if a),
         "sources": {name: licence for name, (_, licence) in SOURCES.items()},
