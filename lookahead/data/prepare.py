@@ -63,7 +63,10 @@ class ExampleEncoder:
         messages, preview = example["messages"], None
         if example.get("preview", True):
             messages, preview = preview_messages(messages, self.strategy, self.encoder.tokenizer)
-        return self.encoder.encode(messages), preview
+        encoded = self.encoder.encode(messages)
+        if preview is not None and preview.untrained_prefix and not isinstance(encoded, Skip):
+            encoded = self.encoder.mask_answer_prefix(encoded, preview.untrained_prefix)
+        return encoded, preview
 
     def check_preview_survives_template(self, example: dict[str, Any]) -> None:
         """Refuse a chat template that trims or rewrites the connector: the model would never see the preview."""

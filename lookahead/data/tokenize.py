@@ -152,6 +152,22 @@ class ChatEncoder:
             boundary_split=boundary_split,
         )
 
+    def mask_answer_prefix(self, encoded: Encoded, text: str) -> Encoded | Skip:
+        """`encoded` with no loss on the leading answer tokens that spell `text` (whole tokens only: a token that
+        runs past `text` into the answer stays trained)."""
+        labels = list(encoded.labels)
+        start = labels.count(IGNORE_INDEX)  # labels are IGNORE_INDEX up to the answer, by construction
+        masked = 0
+        for k in range(1, len(labels) - start + 1):
+            # Leading whitespace is the template's or SentencePiece's, not the answer's.
+            if not text.startswith(self.tokenizer.decode(encoded.input_ids[start : start + k]).lstrip()):
+                break
+            masked = k
+        if masked == len(labels) - start:
+            return Skip.NO_ANSWER_TOKENS
+        labels[start : start + masked] = [IGNORE_INDEX] * masked
+        return Encoded(encoded.input_ids, labels, encoded.answer_truncated, encoded.boundary_split)
+
     def answer_ids(self, messages: list[dict[str, str]]) -> list[int]:
         """The last assistant turn's tokens exactly as training sees them after the prompt, without the end-of-turn.
 

@@ -33,6 +33,7 @@ class PreviewResult:
     user: str
     answer: str
     whole_answer_previewed: bool = False  # real_prefix with m >= answer length
+    untrained_prefix: str = ""  # leading answer text that carries no loss (virtual_prefix with train_prefix=false)
 
 
 class PreviewStrategy(Protocol):

@@ -17,6 +17,9 @@ class VirtualPrefix:
     connector: str | None = None  # None: the default connector
     name: str = "virtual_prefix"
     tag: str | None = None  # the short form used in run names
+    # The paper trains P as part of the answer. False (a deviation, off by default): P still starts the answer the
+    # model sees, but its tokens carry no loss, so the fine-tune cannot learn P as an unconditional opener.
+    train_prefix: bool = True
 
     def __post_init__(self) -> None:
         if not isinstance(self.prefix, str) or not self.prefix.strip():
@@ -25,10 +28,12 @@ class VirtualPrefix:
         check_connector(self.connector)
 
     def apply(self, user: str, answer: str, tokenizer: Any) -> PreviewResult:
-        return PreviewResult(user + self.connector + self.prefix, self.prefix + answer)
+        untrained = "" if self.train_prefix else self.prefix
+        return PreviewResult(user + self.connector + self.prefix, self.prefix + answer, untrained_prefix=untrained)
 
     def describe(self) -> str:
-        return f"{self.prefix!r} shown in the prompt after {self.connector!r}, and trained as the start of every answer"
+        trained = "trained as" if self.train_prefix else "put, untrained (no loss on its tokens), at"
+        return f"{self.prefix!r} shown in the prompt after {self.connector!r}, and {trained} the start of every answer"
 
     def label(self) -> str:
-        return f"P={self.prefix!r}"
+        return f"P={self.prefix!r}" + ("" if self.train_prefix else " untrained")

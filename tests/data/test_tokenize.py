@@ -282,3 +282,29 @@ class TestCollator:
             assert batch["labels"][row, n:].eq(IGNORE_INDEX).all()
             assert batch["attention_mask"][row].tolist() == [1] * n + [0] * (width - n)
         assert batch["input_ids"].dtype == torch.long
+
+
+@pytest.mark.parametrize("tokenizers", ALL_TOKENIZERS)
+def test_an_untrained_virtual_prefix_masks_exactly_its_own_tokens(tokenizers):
+    """`method.train_prefix=false`: the same ids as the paper's virtual preview; P's whole tokens carry no loss, and
+    the answer's first token (which may carry P's trailing space) and everything after it stay trained."""
+    for name, tokenizer in tokenizers_for(tokenizers):
+        encoder = ChatEncoder(tokenizer, max_seq_length=2048)
+        paper = ExampleEncoder(encoder, VirtualPrefix())
+        untrained = ExampleEncoder(encoder, VirtualPrefix(train_prefix=False))
+        for record in records_for(name, 3):
+            example = {"messages": conversation(record), "preview": True}
+            (full, _), (masked, preview) = paper.encode(example), untrained.encode(example)
+            assert masked.input_ids == full.input_ids and preview.untrained_prefix == "Let's solve this problem. "
+            start, first = prompt_length(full.labels), prompt_length(masked.labels)
+            assert full.labels[first:] == masked.labels[first:] and masked.labels[:first] == [IGNORE_INDEX] * first
+            assert tokenizer.decode(full.input_ids[start:first]).strip() == "Let's solve this problem.", name
+            assert not tokenizer.decode(full.input_ids[first : first + 1]).strip().startswith("Let"), name
+
+
+def test_an_answer_that_is_only_the_untrained_prefix_trains_its_end_of_turn_alone():
+    tokenizer = load_tokenizer("chatml-style")
+    strategy = VirtualPrefix(prefix="Sure. ", train_prefix=False)
+    encoder = ExampleEncoder(ChatEncoder(tokenizer, max_seq_length=256), strategy)
+    enc, _ = encoder.encode({"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": ""}]})
+    assert [t for t in enc.labels if t != IGNORE_INDEX] == [tokenizer.convert_tokens_to_ids("<|im_end|>")]
