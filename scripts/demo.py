@@ -28,7 +28,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--utility-n", type=int, default=DemoSettings.utility_n)
     parser.add_argument("--safety-limit", type=int, default=None)
     parser.add_argument("--variant", nargs=2, action="append", metavar=("NAME", "OVERRIDES"), default=[])
-    parser.add_argument("--only-variants", action="store_true", help="drop the default vanilla / virtual_prefix rows")
+    parser.add_argument("--preview", default=DemoSettings.preview, help="the variant checked against vanilla")
+    parser.add_argument("--only-variants", action="store_true", help="drop the default rows")
     parser.add_argument(
         "--sweep", action="store_true", help="previews x {none, safe_lora, asft, constrained_sft, safety_mix}"
     )
@@ -36,6 +37,7 @@ def main(argv: list[str]) -> int:
     settings = DemoSettings(
         seed_dir=args.seed_dir, out_dir=args.out, seeds=args.seeds, train_size=args.train_size, epochs=args.epochs,
         learning_rate=args.learning_rate, utility_n=args.utility_n, safety_limit=args.safety_limit,
+        preview=args.preview,
     )  # fmt: skip
     if args.only_variants:
         settings.variants = {}

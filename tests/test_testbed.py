@@ -64,7 +64,7 @@ def test_seed_and_demo_run_end_to_end_in_two_steps(harmful_dir, tmp_path):
     summary = run_demo(
         DemoSettings(
             seed_dir=str(seed_dir), out_dir=str(tmp_path / "demo"), seeds=[1], train_size=16, max_steps=2,
-            utility_n=2, utility_max_new_tokens=8, safety_limit=2, safety_max_new_tokens=4,
+            utility_n=2, utility_max_new_tokens=8, safety_limit=2, safety_max_new_tokens=4, preview="virtual_prefix",
             variants={
                 "vanilla": ["method=vanilla"],
                 "virtual_prefix": ["method=virtual_prefix"],
@@ -77,7 +77,7 @@ def test_seed_and_demo_run_end_to_end_in_two_steps(harmful_dir, tmp_path):
     assert set(summary["against_vanilla"]) == set(summary["variants"])
     mixed = json.loads((tmp_path / "demo" / "runs" / "vanilla+safety_mix-s1" / "summary.json").read_text())
     assert mixed["data"]["train/safety_examples"] == 1  # round(0.05 x 16) of the seed's own refusals
-    assert len(summary["paper_direction"]) == 1 and "direction_holds" in summary["paper_direction"][0]
+    assert len(summary["paper_direction"]) == 1 and summary["paper_direction"][0]["preview"] == "virtual_prefix"
     table = (tmp_path / "demo" / "report" / "report.md").read_text()
     assert r"safe\_lora" in table and (tmp_path / "demo" / "report" / "safety_utility.png").is_file()
     assert (tmp_path / "demo" / "runs" / "virtual_prefix+safe_lora-s1" / "safe_lora.json").is_file()

@@ -35,7 +35,9 @@ class SeedSettings:
     out_dir: str = "outputs/testbed/seed"
     held_fraction: float = 0.3  # of the harmful requests, kept apart for evaluation
     benign: int = 160  # arithmetic questions answered by the base model
-    refusals: int | None = None  # train on only this many of the seed split's harmful requests (a shallower seed)
+    # Train on only this many of the seed split's requests (None: all 801). 150 gives a shallow seed: it refuses every
+    # raw request but few prefilled ones, and a benign fine-tune erodes it (docs/demo.md); all 801 resist the demo.
+    refusals: int | None = 150
     benign_max_new_tokens: int = 128
     learning_rate: float = 3e-4
     epochs: float = 1.0
