@@ -53,6 +53,14 @@ def run_suites(evaluator: Evaluator, suites: list[str], on_result: Any = None) -
     return results
 
 
+def file_digest(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:16]
+
+
 def seed_cache_key(cfg: DictConfig, loaded: LoadedModel, suite: str) -> str:
     """What decides the seed model's numbers on one suite: the model, the tokenizer's template, the suite's settings."""
     c = OmegaConf.to_container(cfg, resolve=True)
@@ -63,6 +71,8 @@ def seed_cache_key(cfg: DictConfig, loaded: LoadedModel, suite: str) -> str:
         "chat_template": loaded.tokenizer.chat_template,
         "vocab": len(loaded.tokenizer),
         "suite": [suite, c[suite]],
+        # A data file rewritten in place (another n, another split) must not reuse the seed's old numbers.
+        "files": {k: file_digest(v) for k, v in sorted(c[suite].items()) if isinstance(v, str) and Path(v).is_file()},
         "shared": {k: c.get(k) for k in ("max_seq_length", "system_policy")},
         "backend": c["generation"]["backend"],
     }

@@ -1,0 +1,32 @@
+"""The seed model's cached results are keyed by everything that decides them, the data file's content included."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+from omegaconf import OmegaConf
+
+from lookahead.evaluation.runner import seed_cache_key
+
+
+def test_a_data_file_rewritten_in_place_gets_a_new_seed_cache_key(tmp_path):
+    data = tmp_path / "arithmetic_test.jsonl"
+    data.write_text('{"question": "1+1?", "answer": "#### 2"}\n')
+    cfg = OmegaConf.create(
+        {
+            "gsm8k": {"path": str(data), "max_new_tokens": 8},
+            "safety": {"path": None, "max_new_tokens": 8},
+            "max_seq_length": 512,
+            "system_policy": "merge",
+            "generation": {"backend": "hf"},
+        }
+    )
+    tokenizer = type("Tokenizer", (), {"chat_template": "{{ messages }}", "__len__": lambda self: 10})()
+    loaded = SimpleNamespace(
+        model_path="seed", model_cfg=OmegaConf.create({"name": "tiny"}), seed=0, tokenizer=tokenizer
+    )
+    first = seed_cache_key(cfg, loaded, "gsm8k")
+    assert seed_cache_key(cfg, loaded, "gsm8k") == first  # stable
+    assert seed_cache_key(cfg, loaded, "safety") != first
+    data.write_text('{"question": "1+1?", "answer": "#### 2"}\n{"question": "2+2?", "answer": "#### 4"}\n')
+    assert seed_cache_key(cfg, loaded, "gsm8k") != first  # same path and settings, other questions
