@@ -28,7 +28,9 @@ class TestConfigGroups:
     def test_groups_offer_the_documented_options(self):
         assert options("model") == ["llama2", "llama3", "mistral", "qwen2_5", "smollm2", "tiny"]
         assert options("dataset") == ["arithmetic", "gsm8k", "jsonl", "samsum"]
-        assert options("method") == ["constrained_sft", "real_prefix", "sdft", "vanilla", "virtual_prefix"]
+        assert options("method") == [
+            "constrained_sft", "real_prefix", "sdft", "vanilla", "virtual_prefix", "virtual_prefix_untrained",
+        ]  # fmt: skip
         assert options("lora") == ["lora", "none", "qlora"]
         assert options("logger") == ["none", "tensorboard", "wandb"]
         table1 = [f"table1_{d}_{m}" for d in ("gsm8k", "samsum") for m in TABLE1_METHODS]
