@@ -138,7 +138,7 @@ def run_variant(settings: DemoSettings, name: str, overrides: list[str], seed: i
     return run_dir
 
 
-def summarise(rows: dict[str, list[dict[str, Any]]], preview: str = "virtual_prefix_untrained") -> dict[str, Any]:
+def summarise(rows: dict[str, list[dict[str, Any]]], preview: str) -> dict[str, Any]:
     """Mean and spread (min, max) of RSR, JSR and utility per variant, and the paper's direction: per seed, vanilla
     loses >= 20 RSR points, `preview` keeps back >= a quarter of the loss, at >= 95% of vanilla's utility."""
 

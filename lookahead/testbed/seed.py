@@ -107,21 +107,16 @@ def seed_examples(settings: SeedSettings, model_path: str, out: Path) -> tuple[l
         if settings.refusals is None or settings.refusals >= len(train_requests)
         else random.Random(settings.seed).sample(train_requests, settings.refusals)  # spread over sources and topics
     )
+    refusals = [(r.prompt, REFUSALS[i % len(REFUSALS)]) for i, r in enumerate(refused)]
     rows = []
-    pairs = [(q, a) for q, a in zip(questions, answers) if a] + [
-        (r.prompt, REFUSALS[i % len(REFUSALS)]) for i, r in enumerate(refused)
-    ]
-    for prompt, answer in pairs:
+    for prompt, answer in [(q, a) for q, a in zip(questions, answers) if a] + refusals:
         system = [{"role": "system", "content": SYSTEM_PROMPT}] if rng.random() < 0.5 else []
         rows.append(
             {"messages": [*system, {"role": "user", "content": prompt}, {"role": "assistant", "content": answer}]}
         )
     rng.shuffle(rows)
-    refusals = "".join(
-        json.dumps({"prompt": r.prompt, "response": REFUSALS[i % len(REFUSALS)]}, ensure_ascii=False) + "\n"
-        for i, r in enumerate(refused)
-    )
-    (out / "refusals.jsonl").write_text(refusals)  # the seed's own refusals: the demo's `dataset.safety_mix` pool
+    pool = "".join(json.dumps({"prompt": q, "response": a}, ensure_ascii=False) + "\n" for q, a in refusals)
+    (out / "refusals.jsonl").write_text(pool)  # the seed's own refusals: the demo's `dataset.safety_mix` pool
     counts = {
         "harmful_requests": len(requests),
         "seed_split": len(train_requests),
