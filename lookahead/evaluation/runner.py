@@ -67,7 +67,9 @@ def seed_cache_key(cfg: DictConfig, loaded: LoadedModel, suite: str) -> str:
     settings = {
         "model_path": loaded.model_path,
         "model": OmegaConf.to_container(loaded.model_cfg, resolve=True),
-        "weights_seed": loaded.seed,  # a tiny random model is its seed
+        # A tiny random model's weights are its seed; a pretrained seed is the same model whatever the run's seed,
+        # so the runs of a sweep over training seeds share its numbers.
+        "weights_seed": loaded.seed if loaded.model_cfg.get("tiny") is not None else None,
         "chat_template": loaded.tokenizer.chat_template,
         "vocab": len(loaded.tokenizer),
         "suite": [suite, c[suite]],

@@ -30,3 +30,24 @@ def test_a_data_file_rewritten_in_place_gets_a_new_seed_cache_key(tmp_path):
     assert seed_cache_key(cfg, loaded, "safety") != first
     data.write_text('{"question": "1+1?", "answer": "#### 2"}\n{"question": "2+2?", "answer": "#### 4"}\n')
     assert seed_cache_key(cfg, loaded, "gsm8k") != first  # same path and settings, other questions
+
+
+def test_the_runs_training_seed_keys_a_tiny_random_seed_model_only():
+    cfg = OmegaConf.create(
+        {
+            "safety": {"path": None, "max_new_tokens": 8},
+            "max_seq_length": 512,
+            "system_policy": "merge",
+            "generation": {"backend": "hf"},
+        }
+    )
+    tokenizer = type("Tokenizer", (), {"chat_template": "{{ messages }}", "__len__": lambda self: 10})()
+
+    def key(model_cfg: dict, seed: int) -> str:
+        loaded = SimpleNamespace(model_path="seed", model_cfg=OmegaConf.create(model_cfg), seed=seed, tokenizer=tokenizer)
+        return seed_cache_key(cfg, loaded, "safety")
+
+    pretrained = {"name": "smollm2", "path": "outputs/testbed/seed/model"}
+    assert key(pretrained, 1) == key(pretrained, 2)  # the same weights whatever the fine-tune's seed
+    tiny = {"name": "tiny", "tiny": {"hidden_size": 64}}
+    assert key(tiny, 1) != key(tiny, 2)  # random weights drawn from the seed
