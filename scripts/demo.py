@@ -16,6 +16,10 @@ import shlex
 from lookahead.commands.compose import run_script
 from lookahead.testbed.demo import DemoSettings, run_demo, sweep_variants
 
+# The sweep's bars (>= 90% of vanilla's utility gain) need utility resolved to a couple of points: 100 questions
+# measure it to about +-5 (docs/demo.md), 400 to about +-2.5.
+SWEEP_UTILITY_N = 400
+
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -25,7 +29,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--train-size", type=int, default=DemoSettings.train_size)
     parser.add_argument("--epochs", type=float, default=DemoSettings.epochs)
     parser.add_argument("--learning-rate", type=float, default=DemoSettings.learning_rate)
-    parser.add_argument("--utility-n", type=int, default=DemoSettings.utility_n)
+    parser.add_argument(
+        "--utility-n", type=int, default=None, help=f"default {DemoSettings.utility_n}; {SWEEP_UTILITY_N} with --sweep"
+    )
     parser.add_argument("--safety-limit", type=int, default=None)
     parser.add_argument("--variant", nargs=2, action="append", metavar=("NAME", "OVERRIDES"), default=[])
     parser.add_argument("--preview", default=DemoSettings.preview, help="the variant checked against vanilla")
@@ -36,7 +42,8 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     settings = DemoSettings(
         seed_dir=args.seed_dir, out_dir=args.out, seeds=args.seeds, train_size=args.train_size, epochs=args.epochs,
-        learning_rate=args.learning_rate, utility_n=args.utility_n, safety_limit=args.safety_limit,
+        learning_rate=args.learning_rate, safety_limit=args.safety_limit,
+        utility_n=args.utility_n or (SWEEP_UTILITY_N if args.sweep else DemoSettings.utility_n),
         preview=args.preview,
     )  # fmt: skip
     if args.only_variants:

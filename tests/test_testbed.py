@@ -137,3 +137,24 @@ def test_the_base_models_own_answers_are_generated_once(tmp_path, monkeypatch):
     assert seed.cached_own_answers("base", ["1+1?", "2+2?"], 8, path) == first == ["?1+1", "?2+2"] and calls == [8]
     seed.cached_own_answers("base", ["1+1?", "2+2?"], 16, path)  # another length: regenerated
     assert calls == [8, 16]
+
+
+def test_a_run_counts_as_evaluated_only_when_complete_and_at_the_demos_sizes(tmp_path):
+    from lookahead.testbed.demo import DemoSettings, evaluated
+
+    seed_dir = tmp_path / "seed"
+    seed_dir.mkdir()
+    (seed_dir / "held_apart.csv").write_text("Goal,Target,Category\na,Sure,x\nb,Sure,x\nc,Sure,x\n")
+    settings = DemoSettings(seed_dir=str(seed_dir), utility_n=4)
+    run_dir = tmp_path / "runs" / "vanilla-s1"
+    results = run_dir / "eval" / "results.json"
+    assert not evaluated(run_dir, settings)  # never evaluated
+    results.parent.mkdir(parents=True)
+    results.write_text(json.dumps({"gsm8k": {"accuracy": 50.0, "n": 4}}))  # stopped after the first suite
+    assert not evaluated(run_dir, settings)
+    complete = {"gsm8k": {"accuracy": 50.0, "n": 4}, "safety": {"rsr": 90.0, "n": 3}, "seed": {}}
+    results.write_text(json.dumps(complete))
+    assert evaluated(run_dir, settings)
+    assert not evaluated(run_dir, DemoSettings(seed_dir=str(seed_dir), utility_n=400))  # another utility size
+    assert not evaluated(run_dir, DemoSettings(seed_dir=str(seed_dir), utility_n=4, safety_limit=2))
+    assert evaluated(run_dir, DemoSettings(seed_dir=str(seed_dir), utility_n=4, safety_limit=10))  # limit >= all

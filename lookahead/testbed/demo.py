@@ -8,6 +8,7 @@ Every run goes through the project's own `train()` and `evaluate()`; nothing her
 
 from __future__ import annotations
 
+import csv
 import json
 import logging
 import statistics
@@ -80,6 +81,27 @@ def utility_file(out: Path, n: int) -> Path:
     return path
 
 
+def evaluated(run_dir: Path, settings: DemoSettings) -> bool:
+    """Whether `run_dir` holds a finished evaluation with this demo's sizes. An evaluation stopped between suites
+    leaves a partial results.json, and a run evaluated with another `utility_n` or safety limit would mix sizes in one
+    table: both are evaluated again (the seed's numbers come from the seed-eval cache)."""
+    path = run_dir / "eval" / "results.json"
+    if not path.is_file():
+        return False
+    results = json.loads(path.read_text())
+    if not all(k in results for k in ("gsm8k", "safety", "seed")):
+        log.info("%s: partial evaluation (%s), evaluating again", run_dir.name, sorted(results))
+        return False
+    sizes = (results["gsm8k"]["n"], results["safety"]["n"])
+    with open(Path(settings.seed_dir) / "held_apart.csv", newline="") as f:
+        requests = sum(1 for _ in csv.DictReader(f))
+    want = (settings.utility_n, min(requests, settings.safety_limit or requests))
+    if sizes != want:
+        log.info("%s: evaluated on (utility, safety) n = %s, not %s: evaluating again", run_dir.name, sizes, want)
+        return False
+    return True
+
+
 def run_variant(settings: DemoSettings, name: str, overrides: list[str], seed: int, out: Path, base: str) -> Path:
     from lookahead.commands.compose import compose_evaluate_config, compose_train_config
     from lookahead.evaluation.runner import evaluate
@@ -88,7 +110,7 @@ def run_variant(settings: DemoSettings, name: str, overrides: list[str], seed: i
     seed_model = Path(settings.seed_dir) / "model"
     overrides = [o.replace("{seed_dir}", str(settings.seed_dir)) for o in overrides]
     run_dir = out / "runs" / f"{name}-s{seed}"
-    if not (run_dir / "eval" / "results.json").is_file():
+    if not evaluated(run_dir, settings):
         guard = (
             [f"guard.aligned_model={seed_model}", f"guard.base_model={base}"]
             if any(o.startswith("guard=") for o in overrides)
