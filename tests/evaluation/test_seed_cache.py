@@ -44,7 +44,9 @@ def test_the_runs_training_seed_keys_a_tiny_random_seed_model_only():
     tokenizer = type("Tokenizer", (), {"chat_template": "{{ messages }}", "__len__": lambda self: 10})()
 
     def key(model_cfg: dict, seed: int) -> str:
-        loaded = SimpleNamespace(model_path="seed", model_cfg=OmegaConf.create(model_cfg), seed=seed, tokenizer=tokenizer)
+        loaded = SimpleNamespace(
+            model_path="seed", model_cfg=OmegaConf.create(model_cfg), seed=seed, tokenizer=tokenizer
+        )
         return seed_cache_key(cfg, loaded, "safety")
 
     pretrained = {"name": "smollm2", "path": "outputs/testbed/seed/model"}
