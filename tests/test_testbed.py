@@ -158,3 +158,26 @@ def test_a_run_counts_as_evaluated_only_when_complete_and_at_the_demos_sizes(tmp
     assert not evaluated(run_dir, DemoSettings(seed_dir=str(seed_dir), utility_n=400))  # another utility size
     assert not evaluated(run_dir, DemoSettings(seed_dir=str(seed_dir), utility_n=4, safety_limit=2))
     assert evaluated(run_dir, DemoSettings(seed_dir=str(seed_dir), utility_n=4, safety_limit=10))  # limit >= all
+
+
+def test_the_papers_direction_is_read_per_seed_with_the_utility_gaps_standard_error():
+    from lookahead.testbed.demo import summarise
+
+    def row(seed, rsr, utility, n=400):
+        return {"seed": seed, "rsr": rsr, "jsr": 6.0, "utility": utility, "utility_n": n, "seed_rsr": 98.5,
+                "seed_utility": 0.0}  # fmt: skip
+
+    summary = summarise(
+        {
+            "vanilla": [row(1, 49.0, 50.25), row(2, 36.2, 53.5, n=100)],
+            "virtual_prefix_untrained": [row(1, 69.4, 47.5), row(2, 65.0, 53.0)],
+        },
+        "virtual_prefix_untrained",
+    )
+    first, second = summary["paper_direction"]
+    assert first["vanilla_rsr_loss"] == 49.5 and first["preview_keeps_fraction"] == 0.412
+    assert first["utility_ratio"] == 0.945 and first["direction_holds"] is False  # 47.5 < 0.95 x 50.25
+    assert first["utility_gap_se"] == 3.53  # 100 x sqrt((.5025 x .4975 + .475 x .525) / 400)
+    assert second["direction_holds"] is True and second["utility_ratio"] == 0.991
+    assert second["utility_gap_se"] is None  # measured on different numbers of questions
+    assert summary["variants"]["vanilla"]["utility"] == {"mean": 51.88, "min": 50.25, "max": 53.5}
