@@ -250,7 +250,7 @@ def saved_activation_gb(overrides: list[str], batch: int, length: int) -> float:
     tokenizer = load_tokenizer(cfg.model, path)
     model = apply_lora(load_model(cfg.model, path, tokenizer, cfg.lora, seed=0, local_rank=0), cfg.lora, False)
     model.train()
-    weights = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    weights = {p.untyped_storage().data_ptr(): p.untyped_storage().nbytes() for p in model.parameters()}
     saved: dict[int, int] = {}
 
     def pack(t: torch.Tensor) -> torch.Tensor:
@@ -262,10 +262,7 @@ def saved_activation_gb(overrides: list[str], batch: int, length: int) -> float:
     ids = torch.randint(0, len(tokenizer), (batch, length), generator=torch.Generator().manual_seed(0))
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         hf_model(model).model(input_ids=ids, attention_mask=torch.ones_like(ids))
-    parameters = sum(
-        p.untyped_storage().nbytes() for p in {p.untyped_storage().data_ptr(): p for p in model.parameters()}.values()
-    )
-    return (sum(saved.values()) + parameters) / 1024**3
+    return (sum(saved.values()) + sum(weights.values())) / 1024**3
 
 
 def trl_tokens_per_second(overrides: list[str], batch: int, tmp: Path) -> float:
