@@ -120,6 +120,23 @@ def test_two_slurm_tasks_on_cpu_form_one_run_like_accelerate(tmp_path):
         assert loss == pytest.approx(one_losses[step], abs=1e-5)
 
 
+def test_the_process_group_is_destroyed_at_exit_not_left_to_finalisation(tmp_path):
+    """A gloo group left to interpreter finalisation can abort a rank after its work is saved (SIGABRT in CI)."""
+    script = (
+        "import atexit, torch\n"
+        "atexit.register(lambda: print('initialised at exit:', torch.distributed.is_initialized()))\n"
+        "from lookahead.training.distributed import join_process_group\n"
+        "state = join_process_group(); join_process_group()\n"
+        "print('world', state.num_processes, torch.distributed.is_initialized())\n"
+    )
+    env = {**os.environ, "RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "LOCAL_WORLD_SIZE": "1",
+           "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(22000 + os.getpid() % 9000)}  # fmt: skip
+    result = subprocess.run([sys.executable, "-c", script], env=env, cwd=ROOT, capture_output=True, text=True,
+                            timeout=120)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split("\n")[-3:] == ["world 1 True", "initialised at exit: False", ""]
+
+
 @pytest.mark.slow
 def test_multinode_launcher_runs_one_machine_of_two_processes_on_cpu(tmp_path):
     """The multi-node code path (launcher script, multinode config, static rendezvous) with one machine on CPU."""

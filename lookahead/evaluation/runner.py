@@ -117,14 +117,15 @@ def evaluate(cfg: DictConfig, judge_api_key: str | None = None) -> dict[str, Any
     scorecard goes into the run's model card (`model_card`).
     """
     import torch
-    from accelerate import PartialState
+
+    from lookahead.training.distributed import join_process_group
 
     suites = list(cfg.suite)
     unknown = [s for s in suites if s not in SUITES]
     if unknown or not suites:
         raise ConfigError(f"suite={suites}: expected a non-empty list drawn from {list(SUITES)}")
     check_inputs(cfg)
-    state = PartialState(cpu=not torch.cuda.is_available())
+    state = join_process_group()
     out_dir = out_dir_for(cfg)
     if state.is_main_process:
         out_dir.mkdir(parents=True, exist_ok=True)

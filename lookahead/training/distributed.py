@@ -8,12 +8,38 @@ set RANK, or when the job has a single task.
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import re
 from collections.abc import MutableMapping
+from typing import Any
 
 log = logging.getLogger(__name__)
+
+
+def join_process_group() -> Any:
+    """accelerate's PartialState (gloo over CPU processes without CUDA), with the group torn down at exit.
+
+    Left to the interpreter's finalisation, a gloo or NCCL group's threads can be destroyed while still joinable, and
+    the rank then dies with SIGABRT ("terminate called without an active exception") after its work is saved, which
+    fails the launcher. `atexit` runs after Python's own threads are joined and before that finalisation.
+    """
+    import torch
+    from accelerate import PartialState
+
+    state = PartialState(cpu=not torch.cuda.is_available())
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        atexit.unregister(_release_process_group)  # once per process, however many jobs a multirun starts
+        atexit.register(_release_process_group)
+    return state
+
+
+def _release_process_group() -> None:
+    import torch
+
+    if torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
 
 
 def first_host(nodelist: str) -> str:

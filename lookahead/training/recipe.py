@@ -13,7 +13,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import torch
 from omegaconf import DictConfig, OmegaConf
 from transformers import TrainingArguments, set_seed
 
@@ -41,7 +40,7 @@ from lookahead.training.checkpoints import (
     truncate_metrics,
 )
 from lookahead.training.config import training_arguments_kwargs, validate
-from lookahead.training.distributed import adopt_slurm_tasks
+from lookahead.training.distributed import adopt_slurm_tasks, join_process_group
 from lookahead.training.loggers import finish_experiment_logger, start_experiment_logger
 from lookahead.training.safeguards import StopRequest
 from lookahead.training.summary import last_logged, write_summary
@@ -320,12 +319,10 @@ def save_final(
 
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Fine-tune as configured; returns the run summary (also written to run_dir/summary.json)."""
-    from accelerate import PartialState
-
     validate(cfg)
     adopt_slurm_tasks()  # srun / submitit tasks without a launcher become ranks of one run
     # Joins the process group under `accelerate launch`; without CUDA that group is gloo over CPU processes.
-    state = PartialState(cpu=not torch.cuda.is_available())
+    state = join_process_group()
     run_dir = Path(cfg.paths.output_dir)
     is_main = state.is_main_process
     if is_main:
