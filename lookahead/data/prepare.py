@@ -32,6 +32,7 @@ class DataReport:
     skipped: Counter = field(default_factory=Counter)
     first_skipped: list[str] = field(default_factory=list)  # a few offenders, for the log
     whole_answer_previewed: int = 0
+    previewed: int = 0
     answer_truncated: int = 0
     boundary_split: int = 0
     label_tokens: int = 0
@@ -42,6 +43,7 @@ class DataReport:
             f"{prefix}/examples": self.total,
             f"{prefix}/kept": self.kept,
             f"{prefix}/whole_answer_previewed": self.whole_answer_previewed,
+            f"{prefix}/previewed": self.previewed,
             f"{prefix}/answer_truncated": self.answer_truncated,
             f"{prefix}/boundary_split": self.boundary_split,
             f"{prefix}/tokens": self.tokens,
@@ -68,12 +70,18 @@ class ExampleEncoder:
             encoded = self.encoder.mask_answer_prefix(encoded, preview.untrained_prefix)
         return encoded, preview
 
-    def check_preview_survives_template(self, example: dict[str, Any]) -> None:
-        """Refuse a chat template that trims or rewrites the connector: the model would never see the preview."""
+    def check_preview_survives_template(self, examples: list[dict[str, Any]]) -> None:
+        """Refuse a chat template that trims or rewrites the connector: the model would never see the preview.
+        Checked on the first example the strategy previews (with `method.fraction` < 1, not every one is)."""
         connector = getattr(self.strategy, "connector", None)
         if not connector:
             return
-        messages, _ = preview_messages(example["messages"], self.strategy, self.encoder.tokenizer)
+        for example in examples:
+            messages, preview = preview_messages(example["messages"], self.strategy, self.encoder.tokenizer)
+            if preview.previewed:
+                break
+        else:
+            return
         prompt = self.encoder.render(self.encoder.fit_system(messages[:-1]), add_generation_prompt=True)
         if connector.strip() not in prompt:
             raise ConfigError(
@@ -117,6 +125,7 @@ def filter_trainable(
                 "length": len(enc.input_ids),
             }
         )
+        report.previewed += bool(preview and preview.previewed)
         report.answer_truncated += enc.answer_truncated
         report.boundary_split += enc.boundary_split
         report.tokens += len(enc.input_ids)
@@ -168,7 +177,7 @@ def prepare_training_data(cfg: DictConfig, tokenizer: Any, strategy: PreviewStra
     examples = load_examples(cfg.dataset)
     train_examples, eval_examples = split_train_eval(examples, int(cfg.dataset.eval_size), cfg.trainer.seed)
     train_examples = mix_in_safety(train_examples, cfg.dataset, cfg.trainer.seed)
-    example_encoder.check_preview_survives_template(train_examples[0])
+    example_encoder.check_preview_survives_template(train_examples)
     train_examples, report = filter_trainable(
         train_examples,
         example_encoder,

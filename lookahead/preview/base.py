@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import hashlib
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -28,12 +29,36 @@ def check_connector(connector: object) -> None:
         )
 
 
+def check_fraction(fraction: object) -> None:
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 < fraction <= 1:
+        raise ConfigError(f"method.fraction={fraction!r}: the share of previewed examples must be in (0, 1]")
+
+
+def in_previewed_share(user: str, answer: str, fraction: float) -> bool:
+    """Whether an example is among the `fraction` of examples that get the preview (`method.fraction` < 1, a
+    deviation from the paper, which previews all). Decided by a hash of the example's text, not a random draw, so
+    the same examples are previewed on every rank, on resume and in every run over the same data."""
+    if fraction >= 1:
+        return True
+    digest = hashlib.sha256(f"{user}\0{answer}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64 < fraction
+
+
+def fraction_words(fraction: float) -> str:
+    return "" if fraction >= 1 else f"; only on a fixed {fraction:.0%} of the examples (the rest train unpreviewed)"
+
+
+def fraction_label(fraction: float) -> str:
+    return "" if fraction >= 1 else f" on {fraction:.0%}"
+
+
 @dataclass(frozen=True)
 class PreviewResult:
     user: str
     answer: str
     whole_answer_previewed: bool = False  # real_prefix with m >= answer length
     untrained_prefix: str = ""  # leading answer text that carries no loss (virtual_prefix with train_prefix=false)
+    previewed: bool = True  # False: outside `method.fraction`, trained as vanilla
 
 
 class PreviewStrategy(Protocol):

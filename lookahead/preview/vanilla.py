@@ -14,7 +14,7 @@ class Vanilla:
     tag: str | None = None  # the short form used in run names
 
     def apply(self, user: str, answer: str, tokenizer: Any) -> PreviewResult:
-        return PreviewResult(user, answer)
+        return PreviewResult(user, answer, previewed=False)
 
     def describe(self) -> str:
         return "none (a plain fine-tune: the baseline)"

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from lookahead.constants import IGNORE_INDEX
-from lookahead.data.prepare import ExampleEncoder
+from lookahead.data.prepare import ExampleEncoder, filter_trainable
 from lookahead.data.tokenize import ChatEncoder, Skip
 from lookahead.errors import ConfigError
 from lookahead.preview import RealPrefix, Vanilla, VirtualPrefix, preview_messages
@@ -308,3 +308,22 @@ def test_an_answer_that_is_only_the_untrained_prefix_trains_its_end_of_turn_alon
     encoder = ExampleEncoder(ChatEncoder(tokenizer, max_seq_length=256), strategy)
     enc, _ = encoder.encode({"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": ""}]})
     assert [t for t in enc.labels if t != IGNORE_INDEX] == [tokenizer.convert_tokens_to_ids("<|im_end|>")]
+
+
+def test_examples_outside_the_previewed_share_encode_exactly_as_vanilla_and_are_counted():
+    tokenizer = load_tokenizer("chatml-style")
+    encoder = ChatEncoder(tokenizer, max_seq_length=512)
+    vanilla = ExampleEncoder(encoder, Vanilla())
+    partial = ExampleEncoder(encoder, VirtualPrefix(train_prefix=False, fraction=0.5))
+    paper = ExampleEncoder(encoder, VirtualPrefix(train_prefix=False))
+    examples = [{"messages": conversation(r), "preview": True} for r in arithmetic_records(40)]
+    previewed = 0
+    for example in examples:
+        (enc, preview), (plain, _), (full, _) = partial.encode(example), vanilla.encode(example), paper.encode(example)
+        previewed += preview.previewed
+        assert (enc.input_ids, enc.labels) == ((full if preview.previewed else plain).input_ids,
+                                               (full if preview.previewed else plain).labels)  # fmt: skip
+    assert 10 < previewed < 30
+    kept, report = filter_trainable(examples, partial, name="t", max_skip_fraction=0.0)
+    assert report.as_metrics("train")["train/previewed"] == previewed and len(kept) == 40
+    assert filter_trainable(examples, vanilla, name="t", max_skip_fraction=0.0)[1].previewed == 0

@@ -127,14 +127,16 @@ class TestLengthsAndMethodParameters:
         code, err = entry_point("train.py", *tiny(*overrides, log_dir=tmp_path))
         assert one_line_error(code, err).startswith(f"error: {expected}")
 
-    def test_a_connector_the_template_trims_away(self, entry_point, tmp_path):
+    # With a previewed share (method.fraction), the check finds a previewed example even if the first is not one.
+    @pytest.mark.parametrize("share", [[], ["method.fraction=0.3"]])
+    def test_a_connector_the_template_trims_away(self, entry_point, tmp_path, share):
         # A template that keeps only the first 20 characters of each turn: the preview never reaches the model.
         template = tmp_path / "short.jinja"
         template.write_text(
             "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'][:20] }}<|end|>{% endfor %}"
             "{% if add_generation_prompt %}<|assistant|>{% endif %}"
         )
-        code, err = entry_point("train.py", *tiny(f"model.chat_template={template}", log_dir=tmp_path))
+        code, err = entry_point("train.py", *tiny(f"model.chat_template={template}", *share, log_dir=tmp_path))
         assert one_line_error(code, err) == (
             "error: method.connector=' The answer begins with: ': the chat template of "
             f"'{tokenizer_dir('chatml-style')}' trims or rewrites it, so the preview would not reach the "

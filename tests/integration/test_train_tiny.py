@@ -111,3 +111,14 @@ def test_packing_and_length_grouping_train_like_padding(tmp_path):
         assert lk[step] == pytest.approx(lp[step], abs=1e-4), step
     _, grouped = run(tmp_path, "grouped", *common, "trainer.packing=true", "trainer.group_by_length=true")
     assert [m["step"] for m in read_metrics(grouped / "metrics.jsonl") if "loss" in m] == [1, 2, 3]
+
+
+def test_a_partial_preview_trains_and_reports_its_share(tmp_path):
+    """`method.fraction`: 2 steps end to end; the share previewed is logged, and the card says it."""
+    summary, run_dir = run(
+        tmp_path, "partial", "method=virtual_prefix_untrained", "method.fraction=0.5", "trainer.max_steps=2"
+    )
+    first = read_metrics(run_dir / "metrics.jsonl")[0]
+    assert 16 < first["train/previewed"] < 48 and first["train/kept"] == 64
+    assert summary["global_step"] == 2
+    assert "only on a fixed 50% of the examples" in (run_dir / "final" / "README.md").read_text()

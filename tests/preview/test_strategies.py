@@ -80,3 +80,46 @@ def test_preview_messages_rewrites_only_the_last_turns():
     assert out[3:] == [{"role": "user", "content": "u2 | P "}, {"role": "assistant", "content": "P a2"}]
     assert messages[3]["content"] == "u2"  # the input is not mutated
     assert preview_messages(messages, Vanilla(), None)[0] == messages
+
+
+class TestFraction:
+    """`method.fraction` < 1: a fixed share of the examples is previewed, the rest pass through as vanilla."""
+
+    QUESTIONS = [f"What is {i} + {i + 1}?" for i in range(400)]
+
+    @pytest.mark.parametrize("strategy", [VirtualPrefix(fraction=0.75), RealPrefix(m=2, fraction=0.75)])
+    def test_a_fixed_share_is_previewed_and_the_rest_is_left_as_it_was(self, strategy):
+        tokenizer = load_tokenizer("chatml-style")
+        results = [strategy.apply(q, ANSWER, tokenizer) for q in self.QUESTIONS]
+        previewed = [r for r in results if r.previewed]
+        assert 0.70 < len(previewed) / len(results) < 0.80
+        for question, result in zip(self.QUESTIONS, results):
+            if not result.previewed:
+                assert (result.user, result.answer, result.untrained_prefix) == (question, ANSWER, "")
+            else:
+                assert result.user.startswith(question + " The answer begins with: ")
+        # The share is decided by the text, not a random draw: the same examples in every run and on every rank.
+        again = [strategy.apply(q, ANSWER, tokenizer).previewed for q in self.QUESTIONS]
+        assert again == [r.previewed for r in results]
+        # A larger share previews a superset.
+        wider = [
+            type(strategy)(**{**strategy.__dict__, "fraction": 0.9}).apply(q, ANSWER, tokenizer) for q in self.QUESTIONS
+        ]
+        assert all(w.previewed for w, r in zip(wider, results) if r.previewed)
+
+    def test_the_default_previews_every_example_as_the_paper_does(self):
+        assert all(VirtualPrefix().apply(q, ANSWER, None).previewed for q in self.QUESTIONS)
+        assert not Vanilla().apply("q", ANSWER, None).previewed
+
+    @pytest.mark.parametrize("fraction", [0, -0.5, 1.5, "0.5", True])
+    def test_the_share_must_be_in_zero_to_one(self, fraction):
+        with pytest.raises(ConfigError, match="method.fraction"):
+            VirtualPrefix(fraction=fraction)
+        with pytest.raises(ConfigError, match="method.fraction"):
+            RealPrefix(fraction=fraction)
+
+    def test_the_label_and_words_say_the_share(self):
+        strategy = VirtualPrefix(train_prefix=False, fraction=0.75)
+        assert strategy.label() == 'P="Let\'s solve this problem. " untrained on 75%'
+        assert strategy.describe().endswith("only on a fixed 75% of the examples (the rest train unpreviewed)")
+        assert RealPrefix(m=4, fraction=0.5).label() == "m=4 on 50%"
