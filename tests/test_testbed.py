@@ -181,3 +181,16 @@ def test_the_papers_direction_is_read_per_seed_with_the_utility_gaps_standard_er
     assert second["direction_holds"] is True and second["utility_ratio"] == 0.991
     assert second["utility_gap_se"] is None  # measured on different numbers of questions
     assert summary["variants"]["vanilla"]["utility"] == {"mean": 51.88, "min": 50.25, "max": 53.5}
+
+
+def test_the_demos_preview_row_is_a_variant_and_builds_the_partial_untrained_preview():
+    from lookahead.components import build_preview
+    from lookahead.testbed.demo import DemoSettings, sweep_variants
+    from tests.conftest import compose
+
+    settings = DemoSettings()
+    assert list(settings.variants) == ["vanilla", settings.preview]
+    assert sweep_variants()[settings.preview] == settings.variants[settings.preview]
+    assert len(sweep_variants()) == 25
+    preview = build_preview(compose(settings.variants[settings.preview]).method)
+    assert (preview.train_prefix, preview.fraction) == (False, 0.9)

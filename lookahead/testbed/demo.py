@@ -25,8 +25,12 @@ log = logging.getLogger(__name__)
 
 UTILITY_SEED = 4242  # arithmetic test questions, apart from the training data (seed 0) and the seed's (2026)
 
+# The demo's preview row: P untrained, on 90% of the examples. The full preview leaves the task's own answer openers
+# untrained and costs 5-7% of vanilla's utility at 135M; 32 unpreviewed examples teach them (docs/demo.md).
+DEMO_PREVIEW = ["method=virtual_prefix_untrained", "method.fraction=0.9"]
 PREVIEWS = {
-    name: [f"method={name}"] for name in ("vanilla", "real_prefix", "virtual_prefix", "virtual_prefix_untrained")
+    **{name: [f"method={name}"] for name in ("vanilla", "real_prefix", "virtual_prefix", "virtual_prefix_untrained")},
+    "virtual_prefix_untrained_f90": DEMO_PREVIEW,
 }
 # The sweep's second axis (issue 14): each alignment-keeping method, alone and on top of each preview.
 # `{seed_dir}` is the seed's folder: its `refusals.jsonl` is the safety-mix pool (the seed's own refusal data).
@@ -40,7 +44,7 @@ PROTECTIONS = {
 
 
 def sweep_variants() -> dict[str, list[str]]:
-    """previews x protections: `vanilla`, `vanilla+safe_lora`, ..., `virtual_prefix_untrained+safety_mix` (20)."""
+    """previews x protections: `vanilla`, `vanilla+safe_lora`, ..., `virtual_prefix_untrained_f90+safety_mix` (25)."""
     return {
         f"{preview}+{name}" if name else preview: [*p_overrides, *overrides]
         for preview, p_overrides in PREVIEWS.items()
@@ -57,13 +61,14 @@ class DemoSettings:
     variants: dict[str, list[str]] = field(
         default_factory=lambda: {
             "vanilla": ["method=vanilla"],
-            "virtual_prefix_untrained": ["method=virtual_prefix_untrained"],
+            "virtual_prefix_untrained_f90": DEMO_PREVIEW,
         }
     )
     # The row checked against vanilla for the paper's direction. At 135M the paper's own virtual_prefix (P trained)
-    # teaches P as an unconditional opener and loses more refusals than vanilla (docs/demo.md); with P untrained
-    # (method.train_prefix=false, a documented deviation) the preview keeps them.
-    preview: str = "virtual_prefix_untrained"
+    # teaches P as an unconditional opener and loses more refusals than vanilla; with P untrained
+    # (method.train_prefix=false) the preview keeps them, and previewing 90% of the examples (method.fraction=0.9)
+    # keeps the utility too. Both are documented deviations (docs/demo.md).
+    preview: str = "virtual_prefix_untrained_f90"
     train_size: int = 320
     epochs: float = 2.0
     learning_rate: float = 1e-3
