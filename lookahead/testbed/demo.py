@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 UTILITY_SEED = 4242  # arithmetic test questions, apart from the training data (seed 0) and the seed's (2026)
 
 # The demo's preview row: P untrained, on 90% of the examples. The full preview leaves the task's own answer openers
-# untrained and costs 5-7% of vanilla's utility at 135M; 32 unpreviewed examples teach them (docs/demo.md).
+# untrained and costs 5-7% of vanilla's utility at 135M; the 29 of 320 left unpreviewed teach them (docs/demo.md).
 DEMO_PREVIEW = ["method=virtual_prefix_untrained", "method.fraction=0.9"]
 PREVIEWS = {
     **{name: [f"method={name}"] for name in ("vanilla", "real_prefix", "virtual_prefix", "virtual_prefix_untrained")},
