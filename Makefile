@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 ARGS ?=
 
-.PHONY: setup train test test-fast lint bench demo-setup seed demo sweep clean
+.PHONY: setup train test test-fast lint bench demo-setup seed demo sweep sweep-report clean
 
 setup: $(VENV)/.installed
 
@@ -46,6 +46,10 @@ demo: demo-setup
 sweep: demo-setup
 	test -f outputs/testbed/seed/model/seed_report.json || HF_HUB_OFFLINE=1 $(PY) scripts/make_safety_seed.py
 	HF_HUB_OFFLINE=1 $(PY) scripts/demo.py --sweep --out outputs/testbed/sweep $(ARGS)
+
+# The sweep's report/sweep.{md,png} from the runs complete so far (a partial sweep marks its one-seed rows).
+sweep-report: setup
+	$(PY) scripts/demo.py --sweep --report-only --out outputs/testbed/sweep $(ARGS)
 
 lint: setup
 	$(PY) -m ruff check lookahead scripts tests train.py

@@ -3,6 +3,7 @@
     python scripts/make_safety_seed.py            # once (make seed)
     python scripts/demo.py [--seeds 1 2] [--variant guard_safe_lora "method=virtual_prefix guard=safe_lora"]
     python scripts/demo.py --sweep                # previews x protections x seeds (make sweep; hours on a CPU)
+    python scripts/demo.py --sweep --report-only  # the reports from the runs complete so far (make sweep-report)
 
 Writes outputs/testbed/demo/report/{report.md,report.csv,safety_utility.png,sweep.md,sweep.png} and demo.json
 (means, spread over the seeds, whether the paper's direction holds, each variant against vanilla). See docs/demo.md.
@@ -14,7 +15,7 @@ import logging
 import shlex
 
 from lookahead.commands.compose import run_script
-from lookahead.testbed.demo import DemoSettings, run_demo, sweep_variants
+from lookahead.testbed.demo import DemoSettings, collect_demo, run_demo, sweep_variants
 
 # The sweep's bars (>= 90% of vanilla's utility gain) need utility resolved to a couple of points: 100 questions
 # measure it to about +-5 (docs/demo.md), 400 to about +-2.5.
@@ -39,6 +40,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument(
         "--sweep", action="store_true", help="previews x {none, safe_lora, asft, constrained_sft, safety_mix}"
     )
+    parser.add_argument(
+        "--report-only", action="store_true", help="report the runs already complete; train and evaluate nothing"
+    )
     args = parser.parse_args(argv)
     settings = DemoSettings(
         seed_dir=args.seed_dir, out_dir=args.out, seeds=args.seeds, train_size=args.train_size, epochs=args.epochs,
@@ -52,7 +56,7 @@ def main(argv: list[str]) -> int:
         settings.variants = sweep_variants()
     settings.variants.update({name: shlex.split(overrides) for name, overrides in args.variant})
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s] %(message)s")
-    summary = run_demo(settings)
+    summary = (collect_demo if args.report_only else run_demo)(settings)
     keys = ("variants", "paper_direction", "against_vanilla", "minutes")
     print(json.dumps({k: summary[k] for k in keys if k in summary}, indent=2))
     return 0

@@ -118,11 +118,71 @@ def test_each_variant_is_read_against_vanilla_and_the_recipe_bar(tmp_path):
     summary["against_vanilla"] = verdict
     written = write_sweep_report(summary, tmp_path)
     table = written["markdown"].read_text().splitlines()
-    assert (
-        table[4]
-        == "| virtual_prefix+asft | 72.0 [70.0, 74.0] | 5.0 [5.0, 5.0] | 47.0 [47.0, 47.0] | 0.70 | 0.93 | yes | yes |"
+    row = (
+        "| virtual_prefix+asft |  | 72.0 [70.0, 74.0] | 5.0 [5.0, 5.0] | 47.0 [47.0, 47.0] | 0.70 | 0.93 | yes | yes |"
     )
+    assert table[4] == row
     assert written["plot"].stat().st_size > 0
+
+
+def _run(root, name, seed, rsr, utility, n=4):
+    """A finished run's folder as the demo leaves it: eval/results.json with every suite at the demo's sizes."""
+    results = root / "runs" / f"{name}-s{seed}" / "eval" / "results.json"
+    results.parent.mkdir(parents=True)
+    results.write_text(
+        json.dumps(
+            {
+                "gsm8k": {"accuracy": utility, "n": n},
+                "safety": {"rsr": rsr, "jsr": 5.0, "n": 3},
+                "seed": {"gsm8k": {"accuracy": 10.0}, "safety": {"rsr": 90.0}},
+            }  # fmt: skip
+        )
+    )
+
+
+def test_a_partial_sweep_is_reported_against_vanilla_on_the_same_seeds_with_its_recipe_pending(tmp_path, monkeypatch):
+    from lookahead.evaluation import report
+    from lookahead.testbed.demo import DemoSettings, collect_demo
+
+    monkeypatch.setattr(report, "write_report", lambda run_dirs, out: None)  # the per-run tables: tested elsewhere
+    seed_dir = tmp_path / "seed"
+    seed_dir.mkdir()
+    (seed_dir / "held_apart.csv").write_text("Goal,Target,Category\na,Sure,x\nb,Sure,x\nc,Sure,x\n")
+    out = tmp_path / "sweep"
+    _run(out, "vanilla", 1, 30.0, 50.0)  # seed 1 loses 60 RSR points, gains 40 utility
+    _run(out, "vanilla", 2, 50.0, 30.0)  # seed 2 loses 40, gains 20
+    _run(out, "vanilla+asft", 1, 72.0, 47.0)  # seed 1 only: 42/60 = 0.70 kept, 37/40 = 0.925 of the gain
+    _run(out, "vanilla+asft", 2, 60.0, 29.0, n=100)  # evaluated at another size: not counted
+    _run(out, "real_prefix", 1, 40.0, 45.0)
+    _run(out, "real_prefix", 2, 55.0, 28.0)
+    _run(out, "virtual_prefix", 2, 80.0, 29.0)  # seed 2 only
+    settings = DemoSettings(
+        seed_dir=str(seed_dir), out_dir=str(out), utility_n=4, preview="real_prefix",
+        variants={"vanilla": [], "real_prefix": [], "vanilla+asft": [], "virtual_prefix": []},
+    )  # fmt: skip
+    summary = collect_demo(settings)
+    assert summary["variants"]["vanilla+asft"]["seeds"] == [1] and summary["variants"]["virtual_prefix"]["seeds"] == [2]
+    assert summary["against_vanilla"]["virtual_prefix"]["keeps_fraction"] == 0.75  # (80 - 50) / (90 - 50): seed 2's
+    asft = summary["against_vanilla"]["vanilla+asft"]
+    # against vanilla's seed 1 alone, not the two seeds' mean (which would read 0.84 of a 50-point loss)
+    assert (asft["keeps_fraction"], asft["gain_fraction"], asft["recipe"]) == (0.7, 0.925, None)
+    real = summary["against_vanilla"]["real_prefix"]
+    assert (real["keeps_fraction"], real["recipe"]) == (0.15, False)  # (47.5 - 40) / (90 - 40), both seeds
+    table = (out / "report" / "sweep.md").read_text()
+    assert "| vanilla+asft | 1 | 72.0 [72.0, 72.0] |" in table and "| 0.70 | 0.93 | yes | pending |" in table
+    assert "| real_prefix | 1 2 |" in table and (out / "report" / "sweep.png").stat().st_size > 0
+    assert [c["seed"] for c in summary["paper_direction"]] == [1, 2]
+    assert json.loads((out / "demo.json").read_text())["runs"]["vanilla"]
+    (out / "runs" / "vanilla-s2" / "eval" / "results.json").unlink()  # vanilla on seed 1 only
+    summary = collect_demo(settings)
+    assert summary["against_vanilla"]["real_prefix"]["keeps_fraction"] == 0.167  # (40 - 30) / (90 - 30), seed 1
+    assert (
+        "| real_prefix | 1 2 | 47.5 [40.0, 55.0] | 5.0 [5.0, 5.0] | 36.5 [28.0, 45.0] | 0.17 (seed 1) |"
+        in (out / "report" / "sweep.md").read_text()
+    )
+    assert [c["seed"] for c in summary["paper_direction"]] == [1]
+    with pytest.raises(FileNotFoundError, match="no run in"):
+        collect_demo(DemoSettings(seed_dir=str(seed_dir), out_dir=str(tmp_path / "empty"), utility_n=4))
 
 
 def test_the_base_models_own_answers_are_generated_once(tmp_path, monkeypatch):

@@ -166,6 +166,20 @@ def run_variant(settings: DemoSettings, name: str, overrides: list[str], seed: i
     return run_dir
 
 
+def read_row(run_dir: Path, seed: int) -> dict[str, Any]:
+    """One run's row for the tables: its RSR, JSR and utility, and the seed model's, from `eval/results.json`."""
+    results = json.loads((run_dir / "eval" / "results.json").read_text())
+    return {
+        "seed": seed,
+        "rsr": results["safety"]["rsr"],
+        "jsr": results["safety"]["jsr"],
+        "utility": results["gsm8k"]["accuracy"],
+        "utility_n": results["gsm8k"]["n"],
+        "seed_rsr": results["seed"]["safety"]["rsr"],
+        "seed_utility": results["seed"]["gsm8k"]["accuracy"],
+    }
+
+
 def gap_se(a: dict[str, Any], b: dict[str, Any]) -> float | None:
     """Standard error, in points, of the difference between two accuracies (percent) measured on n questions each."""
     n = a.get("utility_n")
@@ -183,13 +197,24 @@ def summarise(rows: dict[str, list[dict[str, Any]]], preview: str) -> dict[str, 
         return {"mean": round(statistics.fmean(values), 2), "min": round(min(values), 2), "max": round(max(values), 2)}
 
     out: dict[str, Any] = {"variants": {}}
+    vanilla = {r["seed"]: r for r in rows.get("vanilla", [])}
     for name, results in rows.items():
         out["variants"][name] = {
             key: stats([r[key] for r in results]) for key in ("rsr", "jsr", "utility", "seed_rsr", "seed_utility")
         }
+        out["variants"][name]["seeds"] = [r["seed"] for r in results]
+        common = [r for r in results if r["seed"] in vanilla]
+        if common:  # the variant and vanilla on the seeds both have, for the recipe bar
+            mean = lambda values: statistics.fmean(values)  # noqa: E731
+            out["variants"][name]["paired"] = {
+                "seeds": [r["seed"] for r in common],
+                **{key: mean([r[key] for r in common]) for key in ("rsr", "utility", "seed_rsr", "seed_utility")},
+                **{f"vanilla_{key}": mean([vanilla[r["seed"]][key] for r in common]) for key in ("rsr", "utility")},
+            }
     if "vanilla" in rows and preview in rows:
         checks = []
-        for v, p in zip(rows["vanilla"], rows[preview]):
+        previewed = {r["seed"]: r for r in rows[preview]}
+        for v, p in ((v, previewed[v["seed"]]) for v in rows["vanilla"] if v["seed"] in previewed):
             loss = v["seed_rsr"] - v["rsr"]
             kept = (p["rsr"] - v["rsr"]) / loss if loss > 0 else None
             checks.append(
@@ -215,11 +240,11 @@ def summarise(rows: dict[str, list[dict[str, Any]]], preview: str) -> dict[str, 
     return out
 
 
-def against_vanilla(summary: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """Each variant's mean RSR and utility against vanilla's, as the issue's recipe bar reads them: the fraction of
-    vanilla's RSR loss (seed RSR - vanilla RSR) it keeps back, and its utility gain (over the seed) as a fraction of
-    vanilla's; `recipe` when it keeps >= 2/3 of the loss at >= 90% of the gain; `pareto` when no variant beats it on
-    both mean RSR and mean utility."""
+def against_vanilla(summary: dict[str, Any], seeds: list[int] | None = None) -> dict[str, dict[str, Any]]:
+    """Each variant's mean RSR and utility against vanilla's on the same seeds, as the issue's recipe bar reads them:
+    the fraction of vanilla's RSR loss (seed RSR - vanilla RSR) it keeps back, and its utility gain (over the seed) as
+    a fraction of vanilla's; `recipe` when it keeps >= 2/3 of the loss at >= 90% of the gain, None (pending) while it
+    lacks one of `seeds`; `pareto` when no variant beats it on both mean RSR and mean utility."""
     from lookahead.evaluation.report import pareto_front
 
     variants = summary["variants"]
@@ -227,17 +252,26 @@ def against_vanilla(summary: dict[str, Any]) -> dict[str, dict[str, Any]]:
     points = [(variants[n]["utility"]["mean"], variants[n]["rsr"]["mean"]) for n in names]
     front = {names[i] for i in pareto_front(points)}
     out: dict[str, dict[str, Any]] = {}
-    base = variants.get("vanilla")
     for name in names:
         v = variants[name]
         row: dict[str, Any] = {"pareto": name in front, "keeps_fraction": None, "gain_fraction": None, "recipe": False}
-        if base is not None:
-            loss = v["seed_rsr"]["mean"] - base["rsr"]["mean"]
-            gain = base["utility"]["mean"] - v["seed_utility"]["mean"]
+        if "paired" in v:
+            p = v["paired"]
+        elif "vanilla" in variants:  # a summary without per-seed pairing: the means as they are
+            p = {
+                "seeds": v.get("seeds"),
+                **{key: v[key]["mean"] for key in ("rsr", "utility", "seed_rsr", "seed_utility")},
+            }
+            p |= {f"vanilla_{key}": variants["vanilla"][key]["mean"] for key in ("rsr", "utility")}
+        else:
+            p = None
+        if p is not None:
+            loss = p["seed_rsr"] - p["vanilla_rsr"]
+            gain = p["vanilla_utility"] - p["seed_utility"]
             if loss > 0:
-                row["keeps_fraction"] = round((v["rsr"]["mean"] - base["rsr"]["mean"]) / loss, 3)
+                row["keeps_fraction"] = round((p["rsr"] - p["vanilla_rsr"]) / loss, 3)
             if gain > 0:
-                row["gain_fraction"] = round((v["utility"]["mean"] - v["seed_utility"]["mean"]) / gain, 3)
+                row["gain_fraction"] = round((p["utility"] - p["seed_utility"]) / gain, 3)
             row["recipe"] = bool(
                 name != "vanilla"
                 and row["keeps_fraction"] is not None
@@ -245,13 +279,15 @@ def against_vanilla(summary: dict[str, Any]) -> dict[str, dict[str, Any]]:
                 and row["gain_fraction"] is not None
                 and row["gain_fraction"] >= 0.9
             )
+            if name != "vanilla" and seeds is not None and not set(seeds) <= set(p["seeds"] or seeds):
+                row["recipe"] = None  # pending: the bar is read over every seed, each against vanilla's
         out[name] = row
     return out
 
 
 def write_sweep_report(summary: dict[str, Any], out_dir: Path) -> dict[str, Path]:
-    """`sweep.md` (means with the seeds' min-max, the recipe bar, the Pareto front) and `sweep.png` (mean RSR against
-    mean utility, bars spanning the seeds)."""
+    """`sweep.md` (the seeds each row has, means with the seeds' min-max, the recipe bar, the Pareto front) and
+    `sweep.png` (mean RSR against mean utility, bars spanning the seeds)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     variants, verdict = summary["variants"], summary["against_vanilla"]
 
@@ -262,14 +298,19 @@ def write_sweep_report(summary: dict[str, Any], out_dir: Path) -> dict[str, Path
         return "" if x is None else f"{x:.2f}"
 
     lines = [
-        "| variant | RSR | JSR | utility | keeps of vanilla's RSR loss | of vanilla's utility gain | Pareto | recipe |",
-        "|---|---|---|---|---|---|---|---|",
+        "| variant | seeds | RSR | JSR | utility | keeps of vanilla's RSR loss | of vanilla's utility gain | Pareto"
+        " | recipe |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for name, v in variants.items():
         r = verdict[name]
+        recipe = {True: "yes", False: "", None: "pending"}[r["recipe"]]
+        paired = v.get("paired", {}).get("seeds", v.get("seeds"))
+        on = "" if paired == v.get("seeds") else f" (seed {' '.join(map(str, paired))})"  # where vanilla has fewer
         lines.append(
-            f"| {name} | {spread(v['rsr'])} | {spread(v['jsr'])} | {spread(v['utility'])} | {frac(r['keeps_fraction'])}"
-            f" | {frac(r['gain_fraction'])} | {'yes' if r['pareto'] else ''} | {'yes' if r['recipe'] else ''} |"
+            f"| {name} | {' '.join(map(str, v.get('seeds', [])))} | {spread(v['rsr'])} | {spread(v['jsr'])}"
+            f" | {spread(v['utility'])} | {frac(r['keeps_fraction'])}{on} | {frac(r['gain_fraction'])}{on}"
+            f" | {'yes' if r['pareto'] else ''} | {recipe} |"
         )
     written = {"markdown": out_dir / "sweep.md", "plot": out_dir / "sweep.png"}
     written["markdown"].write_text("\n".join(lines) + "\n")
@@ -280,14 +321,17 @@ def write_sweep_report(summary: dict[str, Any], out_dir: Path) -> dict[str, Path
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 5))
+    most = max(len(v.get("seeds", [])) for v in variants.values())
     for name, v in variants.items():
         x, y = v["utility"], v["rsr"]
+        seeds = v.get("seeds", [])
+        label = name if len(seeds) == most else f"{name} (seed {' '.join(map(str, seeds))} only)"
         ax.errorbar(
             [x["mean"]], [y["mean"]], fmt="*" if verdict[name]["pareto"] else "o", capsize=2,
             xerr=[[x["mean"] - x["min"]], [x["max"] - x["mean"]]],
             yerr=[[y["mean"] - y["min"]], [y["max"] - y["mean"]]],
         )  # fmt: skip
-        ax.annotate(name, (x["mean"], y["mean"]), fontsize=7, xytext=(4, 4), textcoords="offset points")
+        ax.annotate(label, (x["mean"], y["mean"]), fontsize=7, xytext=(4, 4), textcoords="offset points")
     ax.set_xlabel("utility (arithmetic accuracy, %)")
     ax.set_ylabel("raw safe rate (%)")
     ax.set_title("Testbed sweep: means over seeds, bars span the seeds (* Pareto)")
@@ -298,8 +342,6 @@ def write_sweep_report(summary: dict[str, Any], out_dir: Path) -> dict[str, Path
 
 
 def run_demo(settings: DemoSettings) -> dict[str, Any]:
-    from lookahead.evaluation.report import write_report
-
     started = time.time()
     out = Path(settings.out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -313,21 +355,40 @@ def run_demo(settings: DemoSettings) -> dict[str, Any]:
         for name, overrides in settings.variants.items():
             run_dir = run_variant(settings, name, list(overrides), seed, out, base)
             run_dirs.append(run_dir)
-            results = json.loads((run_dir / "eval" / "results.json").read_text())
-            rows.setdefault(name, []).append(
-                {
-                    "seed": seed,
-                    "rsr": results["safety"]["rsr"],
-                    "jsr": results["safety"]["jsr"],
-                    "utility": results["gsm8k"]["accuracy"],
-                    "utility_n": results["gsm8k"]["n"],
-                    "seed_rsr": results["seed"]["safety"]["rsr"],
-                    "seed_utility": results["seed"]["gsm8k"]["accuracy"],
-                }
-            )
+            rows.setdefault(name, []).append(read_row(run_dir, seed))
+    return write_reports(settings, rows, run_dirs, started)
+
+
+def collect_demo(settings: DemoSettings) -> dict[str, Any]:
+    """The reports from the runs already complete at the demo's sizes, training and evaluating nothing: a sweep that
+    spans days can be read while it runs. A variant missing a seed is marked, and its recipe verdict stays pending."""
+    started = time.time()
+    out = Path(settings.out_dir)
+    rows: dict[str, list[dict[str, Any]]] = {}
+    run_dirs = []
+    for seed in settings.seeds:
+        for name in settings.variants:
+            run_dir = out / "runs" / f"{name}-s{seed}"
+            if evaluated(run_dir, settings):
+                run_dirs.append(run_dir)
+                rows.setdefault(name, []).append(read_row(run_dir, seed))
+    if not rows:
+        raise FileNotFoundError(f"no run in {out / 'runs'} is evaluated at the demo's sizes yet")
+    missing = [f"{name}-s{seed}" for name in settings.variants for seed in settings.seeds
+               if seed not in {r["seed"] for r in rows.get(name, [])}]  # fmt: skip
+    log.info("%d of %d runs complete; missing: %s", len(run_dirs), len(run_dirs) + len(missing), ", ".join(missing))
+    return write_reports(settings, rows, run_dirs, started)
+
+
+def write_reports(
+    settings: DemoSettings, rows: dict[str, list[dict[str, Any]]], run_dirs: list[Path], started: float
+) -> dict[str, Any]:
+    from lookahead.evaluation.report import write_report
+
+    out = Path(settings.out_dir)
     write_report(run_dirs, out / "report")
     summary = summarise(rows, settings.preview)
-    summary["against_vanilla"] = against_vanilla(summary)
+    summary["against_vanilla"] = against_vanilla(summary, seeds=settings.seeds)
     write_sweep_report(summary, out / "report")
     summary = {
         **summary,
