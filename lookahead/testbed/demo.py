@@ -41,6 +41,8 @@ PROTECTIONS = {
     "constrained_sft": ["objective=constrained_sft"],
     "safety_mix": ["dataset.safety_mix=0.05", "dataset.safety_path={seed_dir}/refusals.jsonl"],
 }
+# The sweep's row that clears the recipe bar, as `experiment=safest_cpu` (configs/experiment/safest_cpu.yaml).
+RECIPE = "vanilla+asft"
 
 
 def sweep_variants() -> dict[str, list[str]]:
@@ -108,41 +110,45 @@ def evaluated(run_dir: Path, settings: DemoSettings) -> bool:
     return True
 
 
+def train_overrides(settings: DemoSettings, name: str, overrides: list[str], seed: int, base: str) -> list[str]:
+    """The `train.py` overrides of one demo run: the seed model fine-tuned on the arithmetic data at the demo's
+    sizes, then the variant's own overrides. A guard gets the seed as its aligned model and SmolLM2 as its base."""
+    seed_model = Path(settings.seed_dir) / "model"
+    overrides = [o.replace("{seed_dir}", str(settings.seed_dir)) for o in overrides]
+    guard = (
+        [f"guard.aligned_model={seed_model}", f"guard.base_model={base}"]
+        if any(o.startswith("guard=") for o in overrides)
+        else []
+    )
+    return [
+        *base_overrides(SeedSettings(cache_dir=settings.cache_dir)),
+        f"model.path={seed_model}",
+        "model.gradient_checkpointing=false",
+        "dataset=arithmetic",
+        f"dataset.size={settings.train_size}",
+        "lora=lora",
+        "logger=none",
+        f"trainer.learning_rate={settings.learning_rate}",
+        f"trainer.num_train_epochs={settings.epochs}",
+        f"trainer.per_device_train_batch_size={settings.batch_size}",
+        "trainer.save_steps=100000",
+        "trainer.logging_steps=10",
+        f"trainer.seed={seed}",
+        f"trainer.max_steps={settings.max_steps}",
+        f"run_name={name}-s{seed}",
+        *overrides,
+        *guard,
+    ]  # fmt: skip
+
+
 def run_variant(settings: DemoSettings, name: str, overrides: list[str], seed: int, out: Path, base: str) -> Path:
     from lookahead.commands.compose import compose_evaluate_config, compose_train_config
     from lookahead.evaluation.runner import evaluate
     from lookahead.training.recipe import train
 
-    seed_model = Path(settings.seed_dir) / "model"
-    overrides = [o.replace("{seed_dir}", str(settings.seed_dir)) for o in overrides]
     run_dir = out / "runs" / f"{name}-s{seed}"
     if not evaluated(run_dir, settings):
-        guard = (
-            [f"guard.aligned_model={seed_model}", f"guard.base_model={base}"]
-            if any(o.startswith("guard=") for o in overrides)
-            else []
-        )
-        cfg = compose_train_config(
-            [
-                *base_overrides(SeedSettings(cache_dir=settings.cache_dir)),
-                f"model.path={seed_model}",
-                "model.gradient_checkpointing=false",
-                "dataset=arithmetic",
-                f"dataset.size={settings.train_size}",
-                "lora=lora",
-                "logger=none",
-                f"trainer.learning_rate={settings.learning_rate}",
-                f"trainer.num_train_epochs={settings.epochs}",
-                f"trainer.per_device_train_batch_size={settings.batch_size}",
-                "trainer.save_steps=100000",
-                "trainer.logging_steps=10",
-                f"trainer.seed={seed}",
-                f"trainer.max_steps={settings.max_steps}",
-                f"run_name={name}-s{seed}",
-                *overrides,
-                *guard,
-            ]  # fmt: skip
-        )
+        cfg = compose_train_config(train_overrides(settings, name, overrides, seed, base))
         cfg.paths.output_dir = str(run_dir)
         if not (run_dir / "summary.json").is_file():
             train(cfg)
