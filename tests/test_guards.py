@@ -202,3 +202,63 @@ def test_guards_train_end_to_end_with_any_preview_and_objective(pair, guard, ext
         logged = [m["guard_penalty"] for m in read_metrics(tmp_path / "run" / "metrics.jsonl") if "guard_penalty" in m]
         assert len(logged) == 2 and logged[0] >= 0.0
     assert OmegaConf.load(tmp_path / "run" / "config.yaml").guard.name == guard
+
+
+def test_safe_lora_after_training_gives_the_guarded_runs_adapter_bit_for_bit(pair, tmp_path):
+    """`lookahead safe-lora` on a run trained with guard=none = the run trained with guard=safe_lora, same settings."""
+    from safetensors.torch import load_file
+
+    from lookahead.commands.compose import compose_evaluate_config
+    from lookahead.commands.safe_lora import safe_lora
+    from lookahead.evaluation.loading import load_for_evaluation
+
+    aligned, base, _ = pair
+    common = [*tiny_overrides(), "model.tiny.num_hidden_layers=2", "method=vanilla", "trainer.max_steps=2"]
+    guard = [f"guard.aligned_model={aligned}", f"guard.base_model={base}", "guard.top_fraction=0.5"]
+    train(compose(common, output_dir=tmp_path / "plain"))
+    train(compose([*common, "guard=safe_lora", *guard], output_dir=tmp_path / "guarded"))
+    source_weights = (tmp_path / "plain" / "final" / "adapter_model.safetensors").read_bytes()
+
+    argv = [
+        f"run_dir={tmp_path / 'plain'}",
+        f"out_dir={tmp_path / 'projected'}",
+        *[g.removeprefix("guard.") for g in guard],
+    ]
+    assert safe_lora(argv) == 0
+    projected, guarded = (
+        load_file(tmp_path / r / "final" / "adapter_model.safetensors") for r in ("projected", "guarded")
+    )
+    assert projected.keys() == guarded.keys() and all(torch.equal(projected[k], guarded[k]) for k in guarded)
+    reports = [json.loads((tmp_path / r / "safe_lora.json").read_text()) for r in ("projected", "guarded")]
+    assert reports[0] == reports[1] and reports[0]["projected"] == reports[0]["layers"] // 2 > 0
+    plain = load_file(tmp_path / "plain" / "final" / "adapter_model.safetensors")
+    assert sum(not torch.equal(plain[k], guarded[k]) for k in guarded) == reports[0]["projected"]  # their B only
+    assert (tmp_path / "plain" / "final" / "adapter_model.safetensors").read_bytes() == source_weights  # untouched
+    cfg = OmegaConf.load(tmp_path / "projected" / "config.yaml")
+    assert (cfg.guard.name, cfg.guard.top_fraction, cfg.run_name) == ("safe_lora", 0.5, "projected")
+    summary = json.loads((tmp_path / "projected" / "summary.json").read_text())
+    assert summary["guard_report"]["projected"] == reports[0]["projected"] and summary["projected_from"].endswith(
+        "plain"
+    )
+    assert "- guard: " in (tmp_path / "projected" / "final" / "README.md").read_text()
+    loaded = load_for_evaluation(compose_evaluate_config([f"run_dir={tmp_path / 'projected'}"]))
+    assert loaded.is_adapter and loaded.name == "projected"
+
+    with pytest.raises(ConfigError, match="exists; projecting never overwrites"):
+        safe_lora(argv)
+    with pytest.raises(ConfigError, match="trained with guard=safe_lora"):
+        safe_lora([f"run_dir={tmp_path / 'guarded'}", f"out_dir={tmp_path / 'again'}", f"base_model={base}"])
+    with pytest.raises(ConfigError, match=r"\['base_model'\]: required"):
+        safe_lora([f"run_dir={tmp_path / 'plain'}", f"out_dir={tmp_path / 'x'}"])
+    with pytest.raises(ConfigError, match="'lam=1': expected key=value"):
+        safe_lora([f"run_dir={tmp_path / 'plain'}", f"out_dir={tmp_path / 'x'}", f"base_model={base}", "lam=1"])
+    assert not (tmp_path / "x").exists() and not (tmp_path / "again").exists()
+
+
+def test_the_lookahead_command_dispatches_safe_lora(capsys):
+    from lookahead.commands import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["safe-lora", "--help"])
+    assert exit_info.value.code == 0
+    assert "lookahead safe-lora run_dir=<run> out_dir=<new run>" in capsys.readouterr().out

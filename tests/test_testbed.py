@@ -81,6 +81,8 @@ def test_seed_and_demo_run_end_to_end_in_two_steps(harmful_dir, tmp_path):
     table = (tmp_path / "demo" / "report" / "report.md").read_text()
     assert r"safe\_lora" in table and (tmp_path / "demo" / "report" / "safety_utility.png").is_file()
     assert (tmp_path / "demo" / "runs" / "virtual_prefix+safe_lora-s1" / "safe_lora.json").is_file()
+    projected = json.loads((tmp_path / "demo" / "runs" / "virtual_prefix+safe_lora-s1" / "summary.json").read_text())
+    assert projected["projected_from"].endswith("virtual_prefix-s1")  # the twin's adapter, projected: no training
     assert (tmp_path / "demo" / "report" / "sweep.png").is_file()
     assert "| vanilla+safety_mix |" in (tmp_path / "demo" / "report" / "sweep.md").read_text()
 
@@ -288,4 +290,38 @@ def test_the_safest_cpu_recipe_is_the_sweeps_winning_row():
         "asft",
         "vanilla",
         "outputs/testbed/seed/model",
+    )
+
+
+def test_a_safe_lora_variant_is_projected_only_from_a_twin_trained_with_the_same_settings(tmp_path):
+    from omegaconf import OmegaConf
+
+    from lookahead.testbed.demo import DemoSettings, unguarded_twin
+
+    settings = DemoSettings(
+        variants={"vanilla": ["method=vanilla"], "vanilla+safe_lora": ["method=vanilla", "guard=safe_lora"]}
+    )
+    guarded = OmegaConf.create(
+        {"method": {"name": "vanilla"}, "trainer": {"learning_rate": 1e-3, "seed": 1}, "guard": {"name": "safe_lora"},
+         "run_name": "vanilla+safe_lora-s1", "paths": {"output_dir": "runs/vanilla+safe_lora-s1"}}
+    )  # fmt: skip
+    twin = tmp_path / "runs" / "vanilla-s1"
+    twin.mkdir(parents=True)
+    saved = OmegaConf.merge(
+        guarded, {"guard": {"name": "none"}, "run_name": "vanilla-s1", "paths": {"output_dir": "x"}}
+    )
+    (twin / "config.yaml").write_text(OmegaConf.to_yaml(saved))
+
+    def find(name="vanilla+safe_lora", overrides=("method=vanilla", "guard=safe_lora"), cfg=guarded):
+        return unguarded_twin(settings, name, list(overrides), 1, tmp_path, cfg)
+
+    assert find() is None  # the twin has not finished training
+    (twin / "summary.json").write_text("{}")
+    assert find() == twin
+    assert find(cfg=OmegaConf.merge(guarded, {"trainer": {"learning_rate": 2e-3}})) is None  # another setting
+    assert find(overrides=("method=vanilla", "guard=safe_lora", "guard.top_fraction=0.1")) is None
+    assert find(name="vanilla+asft", overrides=("method=vanilla", "guard=asft")) is None
+    assert (
+        unguarded_twin(settings, "vanilla+safe_lora", ["method=vanilla", "guard=safe_lora"], 2, tmp_path, guarded)
+        is None
     )

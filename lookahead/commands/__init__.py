@@ -4,6 +4,7 @@
     lookahead eval   <overrides>     (also lookahead-eval;   python evaluate.py)
     lookahead report <run dirs>      (also lookahead-report; python scripts/report.py)
     lookahead export run_dir=<run>   (also lookahead-export; python scripts/export.py)
+    lookahead safe-lora run_dir=<run> out_dir=<new run> base_model=<model>   (Safe LoRA after training)
 
 Hydra finds its configs inside the package (`pkg://lookahead.configs`), so the commands run from any directory.
 """
@@ -18,6 +19,7 @@ COMMANDS = {
     "eval": "lookahead.commands.evaluate",
     "report": "lookahead.commands.report",
     "export": "lookahead.commands.export",
+    "safe-lora": "lookahead.commands.safe_lora",
 }
 
 

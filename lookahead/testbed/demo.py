@@ -12,13 +12,17 @@ import csv
 import json
 import logging
 import math
+import shutil
 import statistics
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from omegaconf import OmegaConf
+
 from lookahead.data.arithmetic import generate_arithmetic
+from lookahead.guards.posthoc import KEYS, project_run
 from lookahead.testbed.seed import SeedSettings, base_model_path, base_overrides
 
 log = logging.getLogger(__name__)
@@ -141,6 +145,25 @@ def train_overrides(settings: DemoSettings, name: str, overrides: list[str], see
     ]  # fmt: skip
 
 
+def unguarded_twin(
+    settings: DemoSettings, name: str, overrides: list[str], seed: int, out: Path, cfg: Any
+) -> Path | None:
+    """The finished run a `guard=safe_lora` variant can be projected from: the variant without its last override
+    `guard=safe_lora`, trained in this folder with every other setting the same (its saved config is compared)."""
+    twin = name.removesuffix("+safe_lora")
+    if twin == name or overrides[-1:] != ["guard=safe_lora"] or settings.variants.get(twin) != overrides[:-1]:
+        return None
+    twin_dir = out / "runs" / f"{twin}-s{seed}"
+    if not (twin_dir / "summary.json").is_file():
+        return None
+
+    def same(c: Any) -> dict[str, Any]:
+        c = OmegaConf.to_container(c, resolve=True)
+        return {k: v for k, v in c.items() if k not in ("guard", "run_name", "paths")}
+
+    return twin_dir if same(OmegaConf.load(twin_dir / "config.yaml")) == same(cfg) else None
+
+
 def run_variant(settings: DemoSettings, name: str, overrides: list[str], seed: int, out: Path, base: str) -> Path:
     from lookahead.commands.compose import compose_evaluate_config, compose_train_config
     from lookahead.evaluation.runner import evaluate
@@ -151,7 +174,14 @@ def run_variant(settings: DemoSettings, name: str, overrides: list[str], seed: i
         cfg = compose_train_config(train_overrides(settings, name, overrides, seed, base))
         cfg.paths.output_dir = str(run_dir)
         if not (run_dir / "summary.json").is_file():
-            train(cfg)
+            source = unguarded_twin(settings, name, overrides, seed, out, cfg)
+            if source is not None:  # Safe LoRA runs after training: project the twin's adapter, bit for bit the same
+                log.info("%s: projecting %s's adapter (Safe LoRA trains nothing)", run_dir.name, source.name)
+                shutil.rmtree(run_dir, ignore_errors=True)  # a training stopped before its end: nothing to keep
+                guard = OmegaConf.to_container(cfg.guard, resolve=True)
+                project_run(source, run_dir, {k: guard[k] for k in KEYS})
+            else:
+                train(cfg)
         limit = [f"safety.limit={settings.safety_limit}"] if settings.safety_limit else []
         evaluate(
             compose_evaluate_config(
