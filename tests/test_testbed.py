@@ -296,11 +296,8 @@ def test_the_safest_cpu_recipe_is_the_sweeps_winning_row():
 def test_a_safe_lora_variant_is_projected_only_from_a_twin_trained_with_the_same_settings(tmp_path):
     from omegaconf import OmegaConf
 
-    from lookahead.testbed.demo import DemoSettings, unguarded_twin
+    from lookahead.testbed.demo import unguarded_twin
 
-    settings = DemoSettings(
-        variants={"vanilla": ["method=vanilla"], "vanilla+safe_lora": ["method=vanilla", "guard=safe_lora"]}
-    )
     guarded = OmegaConf.create(
         {"method": {"name": "vanilla"}, "trainer": {"learning_rate": 1e-3, "seed": 1}, "guard": {"name": "safe_lora"},
          "run_name": "vanilla+safe_lora-s1", "paths": {"output_dir": "runs/vanilla+safe_lora-s1"}}
@@ -312,16 +309,13 @@ def test_a_safe_lora_variant_is_projected_only_from_a_twin_trained_with_the_same
     )
     (twin / "config.yaml").write_text(OmegaConf.to_yaml(saved))
 
-    def find(name="vanilla+safe_lora", overrides=("method=vanilla", "guard=safe_lora"), cfg=guarded):
-        return unguarded_twin(settings, name, list(overrides), 1, tmp_path, cfg)
-
-    assert find() is None  # the twin has not finished training
+    assert unguarded_twin("vanilla+safe_lora", 1, tmp_path, guarded) is None  # the twin has not finished training
     (twin / "summary.json").write_text("{}")
-    assert find() == twin
-    assert find(cfg=OmegaConf.merge(guarded, {"trainer": {"learning_rate": 2e-3}})) is None  # another setting
-    assert find(overrides=("method=vanilla", "guard=safe_lora", "guard.top_fraction=0.1")) is None
-    assert find(name="vanilla+asft", overrides=("method=vanilla", "guard=asft")) is None
-    assert (
-        unguarded_twin(settings, "vanilla+safe_lora", ["method=vanilla", "guard=safe_lora"], 2, tmp_path, guarded)
-        is None
-    )
+    assert unguarded_twin("vanilla+safe_lora", 1, tmp_path, guarded) == twin
+    assert unguarded_twin("vanilla+safe_lora_top10", 1, tmp_path, guarded) == twin  # another projection setting
+    other = OmegaConf.merge(guarded, {"trainer": {"learning_rate": 2e-3}})
+    assert unguarded_twin("vanilla+safe_lora", 1, tmp_path, other) is None  # trained with another setting
+    asft = OmegaConf.merge(guarded, {"guard": {"name": "asft"}})
+    assert unguarded_twin("vanilla+asft", 1, tmp_path, asft) is None  # AsFT acts in training
+    assert unguarded_twin("vanilla+safe_lora", 1, tmp_path, asft) is None
+    assert unguarded_twin("vanilla+safe_lora", 2, tmp_path, guarded) is None  # no twin on seed 2

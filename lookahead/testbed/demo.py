@@ -145,13 +145,11 @@ def train_overrides(settings: DemoSettings, name: str, overrides: list[str], see
     ]  # fmt: skip
 
 
-def unguarded_twin(
-    settings: DemoSettings, name: str, overrides: list[str], seed: int, out: Path, cfg: Any
-) -> Path | None:
-    """The finished run a `guard=safe_lora` variant can be projected from: the variant without its last override
-    `guard=safe_lora`, trained in this folder with every other setting the same (its saved config is compared)."""
-    twin = name.removesuffix("+safe_lora")
-    if twin == name or overrides[-1:] != ["guard=safe_lora"] or settings.variants.get(twin) != overrides[:-1]:
+def unguarded_twin(name: str, seed: int, out: Path, cfg: Any) -> Path | None:
+    """The finished run a Safe LoRA variant (`X+safe_lora`, `X+safe_lora_top10`, ...) can be projected from: `X`,
+    trained in this folder with every setting but the guard the same (its saved config is compared with `cfg`)."""
+    twin, sep, _ = name.partition("+safe_lora")
+    if not sep or OmegaConf.select(cfg, "guard.name") != "safe_lora":
         return None
     twin_dir = out / "runs" / f"{twin}-s{seed}"
     if not (twin_dir / "summary.json").is_file():
@@ -174,7 +172,7 @@ def run_variant(settings: DemoSettings, name: str, overrides: list[str], seed: i
         cfg = compose_train_config(train_overrides(settings, name, overrides, seed, base))
         cfg.paths.output_dir = str(run_dir)
         if not (run_dir / "summary.json").is_file():
-            source = unguarded_twin(settings, name, overrides, seed, out, cfg)
+            source = unguarded_twin(name, seed, out, cfg)
             if source is not None:  # Safe LoRA runs after training: project the twin's adapter, bit for bit the same
                 log.info("%s: projecting %s's adapter (Safe LoRA trains nothing)", run_dir.name, source.name)
                 shutil.rmtree(run_dir, ignore_errors=True)  # a training stopped before its end: nothing to keep
