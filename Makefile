@@ -42,7 +42,7 @@ demo: demo-setup
 	test -f outputs/testbed/seed/model/seed_report.json || HF_HUB_OFFLINE=1 $(PY) scripts/make_safety_seed.py --no-evaluate-base
 	HF_HUB_OFFLINE=1 $(PY) scripts/demo.py $(ARGS)
 
-# 5 previews x {none, safe_lora, asft, constrained_sft, safety_mix 0.05} x 2 seeds: 50 fine-tunes, about 12 hours on 2 CPU cores.
+# 5 previews x {none, safe_lora, asft, constrained_sft, safety_mix 0.05} x 2 seeds: 40 fine-tunes and 10 projections, about 10 hours on 2 CPU cores.
 sweep: demo-setup
 	test -f outputs/testbed/seed/model/seed_report.json || HF_HUB_OFFLINE=1 $(PY) scripts/make_safety_seed.py
 	HF_HUB_OFFLINE=1 $(PY) scripts/demo.py --sweep --out outputs/testbed/sweep $(ARGS)
