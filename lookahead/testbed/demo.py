@@ -239,11 +239,11 @@ def summarise(rows: dict[str, list[dict[str, Any]]], preview: str) -> dict[str, 
         out["variants"][name]["seeds"] = [r["seed"] for r in results]
         common = [r for r in results if r["seed"] in vanilla]
         if common:  # the variant and vanilla on the seeds both have, for the recipe bar
-            mean = lambda values: statistics.fmean(values)  # noqa: E731
+            fmean = statistics.fmean
             out["variants"][name]["paired"] = {
                 "seeds": [r["seed"] for r in common],
-                **{key: mean([r[key] for r in common]) for key in ("rsr", "utility", "seed_rsr", "seed_utility")},
-                **{f"vanilla_{key}": mean([vanilla[r["seed"]][key] for r in common]) for key in ("rsr", "utility")},
+                **{key: fmean([r[key] for r in common]) for key in ("rsr", "utility", "seed_rsr", "seed_utility")},
+                **{f"vanilla_{key}": fmean([vanilla[r["seed"]][key] for r in common]) for key in ("rsr", "utility")},
             }
     if "vanilla" in rows and preview in rows:
         checks = []
@@ -331,6 +331,9 @@ def write_sweep_report(summary: dict[str, Any], out_dir: Path) -> dict[str, Path
     def frac(x: float | None) -> str:
         return "" if x is None else f"{x:.2f}"
 
+    def listed(seeds: list[int]) -> str:
+        return " ".join(map(str, seeds))
+
     lines = [
         "| variant | seeds | RSR | JSR | utility | keeps of vanilla's RSR loss | of vanilla's utility gain | Pareto"
         " | recipe |",
@@ -340,9 +343,9 @@ def write_sweep_report(summary: dict[str, Any], out_dir: Path) -> dict[str, Path
         r = verdict[name]
         recipe = {True: "yes", False: "", None: "pending"}[r["recipe"]]
         paired = v.get("paired", {}).get("seeds", v.get("seeds"))
-        on = "" if paired == v.get("seeds") else f" (seed {' '.join(map(str, paired))})"  # where vanilla has fewer
+        on = "" if paired == v.get("seeds") else f" (seed {listed(paired)})"  # where vanilla has fewer
         lines.append(
-            f"| {name} | {' '.join(map(str, v.get('seeds', [])))} | {spread(v['rsr'])} | {spread(v['jsr'])}"
+            f"| {name} | {listed(v.get('seeds', []))} | {spread(v['rsr'])} | {spread(v['jsr'])}"
             f" | {spread(v['utility'])} | {frac(r['keeps_fraction'])}{on} | {frac(r['gain_fraction'])}{on}"
             f" | {'yes' if r['pareto'] else ''} | {recipe} |"
         )
@@ -359,7 +362,7 @@ def write_sweep_report(summary: dict[str, Any], out_dir: Path) -> dict[str, Path
     for name, v in variants.items():
         x, y = v["utility"], v["rsr"]
         seeds = v.get("seeds", [])
-        label = name if len(seeds) == most else f"{name} (seed {' '.join(map(str, seeds))} only)"
+        label = name if len(seeds) == most else f"{name} (seed {listed(seeds)} only)"
         ax.errorbar(
             [x["mean"]], [y["mean"]], fmt="*" if verdict[name]["pareto"] else "o", capsize=2,
             xerr=[[x["mean"] - x["min"]], [x["max"] - x["mean"]]],
