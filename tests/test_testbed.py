@@ -85,6 +85,12 @@ def test_seed_and_demo_run_end_to_end_in_two_steps(harmful_dir, tmp_path):
     assert projected["projected_from"].endswith("virtual_prefix-s1")  # the twin's adapter, projected: no training
     assert (tmp_path / "demo" / "report" / "sweep.png").is_file()
     assert "| vanilla+safety_mix |" in (tmp_path / "demo" / "report" / "sweep.md").read_text()
+    # The seed's safety was evaluated by make_seed and is not generated again; its utility is, once.
+    seed_eval = tmp_path / "demo" / "runs" / "vanilla-s1" / "eval" / "seed"
+    assert (seed_eval / "gsm8k.jsonl").is_file() and not (seed_eval / "safety.jsonl").exists()
+    assert not (tmp_path / "demo" / "runs" / "virtual_prefix-s1" / "eval" / "seed").exists()
+    seed_row = json.loads((tmp_path / "demo" / "runs" / "vanilla-s1" / "eval" / "results.json").read_text())["seed"]
+    assert seed_row["safety"]["rsr"] == report["seed"]["rsr"]
 
 
 def _stats(mean, low=None, high=None):

@@ -64,9 +64,11 @@ def file_digest(path: str) -> str:
 def seed_cache_key(cfg: DictConfig, loaded: LoadedModel, suite: str) -> str:
     """What decides the seed model's numbers on one suite: the model, the tokenizer's template, the suite's settings."""
     c = OmegaConf.to_container(cfg, resolve=True)
+    model = OmegaConf.to_container(loaded.model_cfg, resolve=True)
+    model.pop("gradient_checkpointing", None)  # a training memory switch: the seed's answers are the same without
     settings = {
         "model_path": loaded.model_path,
-        "model": OmegaConf.to_container(loaded.model_cfg, resolve=True),
+        "model": model,
         # A tiny random model's weights are its seed; a pretrained seed is the same model whatever the run's seed,
         # so the runs of a sweep over training seeds share its numbers.
         "weights_seed": loaded.seed if loaded.model_cfg.get("tiny") is not None else None,
@@ -76,7 +78,7 @@ def seed_cache_key(cfg: DictConfig, loaded: LoadedModel, suite: str) -> str:
         # A data file rewritten in place (another n, another split) must not reuse the seed's old numbers.
         "files": {k: file_digest(v) for k, v in sorted(c[suite].items()) if isinstance(v, str) and Path(v).is_file()},
         "shared": {k: c.get(k) for k in ("max_seq_length", "system_policy")},
-        "backend": c["generation"]["backend"],
+        "generation": c["generation"],  # the backend, and the batch that pads the prompts together
     }
     return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -108,6 +110,20 @@ def evaluate_seed(cfg: DictConfig, loaded: LoadedModel, out_dir: Path, judge_api
             for suite in todo:
                 caches[suite].write_text(json.dumps(fresh[suite], indent=2) + "\n")
     return results if caches else None
+
+
+def cache_as_seed(cfg: DictConfig, loaded: LoadedModel, results: dict[str, Any]) -> list[Path]:
+    """A model evaluated as is is the seed of the runs fine-tuned from it: each suite's result goes into
+    `seed_cache_dir` under the key those runs' seed comparison looks up (`evaluate_seed`), so they do not evaluate it
+    again. `make demo` evaluates its seed's safety once, in `make seed`."""
+    cache_dir = Path(cfg.seed_cache_dir)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for suite in (s for s in results if s in SUITES and s != "kl"):
+        path = cache_dir / f"{suite}-{seed_cache_key(cfg, loaded, suite)}.json"
+        path.write_text(json.dumps(results[suite], indent=2) + "\n")
+        written.append(path)
+    return written
 
 
 def evaluate(cfg: DictConfig, judge_api_key: str | None = None) -> dict[str, Any]:
@@ -146,6 +162,8 @@ def evaluate(cfg: DictConfig, judge_api_key: str | None = None) -> dict[str, Any
         seed = evaluate_seed(cfg, loaded, out_dir / "seed", judge_api_key, state.is_main_process)
         if seed is not None:
             results["seed"] = seed
+    elif run_dir is None and cfg.get("seed_cache_dir") and state.is_main_process:
+        log.info("Cached as a seed model's results: %s", ", ".join(map(str, cache_as_seed(cfg, loaded, results))))
     save({})
     if state.is_main_process:
         if run_dir is not None and cfg.get("model_card", True):

@@ -192,7 +192,7 @@ def run_variant(settings: DemoSettings, name: str, overrides: list[str], seed: i
                     "safety.format=jbb",
                     f"safety.max_new_tokens={settings.safety_max_new_tokens}",
                     "generation.batch_size=32",
-                    f"seed_cache_dir={out / 'seed_eval'}",
+                    f"seed_cache_dir={Path(settings.seed_dir) / 'seed_eval'}",  # `make seed` left its safety there
                     *limit,
                 ]  # fmt: skip
             )

