@@ -264,3 +264,19 @@ def test_wheel_installs_and_lookahead_train_runs_from_any_directory(tmp_path):
     assert (run / "final" / "adapter_model.safetensors").is_file() and (run / "summary.json").is_file()
     again = run_cli([str(venv / "bin" / "lookahead"), "report", str(run)], cwd=workdir)
     assert again.returncode == 0, again.stderr[-2000:]
+
+
+def test_evaluation_export_and_safe_lora_name_a_folder_that_is_not_a_finished_run(tmp_path):
+    from lookahead.guards.posthoc import project_run
+
+    run_dir = tmp_path / "stopped"  # a run killed before it wrote final/
+    run_dir.mkdir()
+    (run_dir / "config.yaml").write_text("run_name: stopped\n")
+    message = rf"run_dir={run_dir}: not a finished training run \(needs final/ and config.yaml\)"
+    with pytest.raises(ConfigError, match=message):
+        adapter_model(run_dir)
+    with pytest.raises(ConfigError, match=message):
+        export_merged(run_dir)
+    with pytest.raises(ConfigError, match=message):
+        project_run(run_dir, tmp_path / "projected", {})
+    assert not (tmp_path / "projected").exists() and sorted(p.name for p in run_dir.iterdir()) == ["config.yaml"]

@@ -48,7 +48,8 @@ def export(argv: list[str]) -> int:
     import logging
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    from lookahead.shipping.export import export_merged, read_run
+    from lookahead.models.runs import read_run
+    from lookahead.shipping.export import export_merged
     from lookahead.shipping.hub import push_folder
 
     options = parse(argv)

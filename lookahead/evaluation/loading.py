@@ -7,14 +7,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from lookahead.errors import ConfigError
 from lookahead.models.loading import load_model, load_tokenizer, resolve_model_path
+from lookahead.models.runs import NO_LORA, is_adapter, load_adapter_model, read_run
 
 log = logging.getLogger(__name__)
-
-_NO_LORA = OmegaConf.create({"r": None})
 
 
 @dataclass
@@ -32,7 +30,7 @@ class LoadedModel:
         """A separate copy of the seed model (full fine-tunes only; LoRA runs disable their adapter instead), on the
         device of the model under evaluation, so the two can be compared batch by batch."""
         device = next(self.model.parameters()).device
-        seed = load_model(self.model_cfg, self.model_path, self.tokenizer, _NO_LORA, seed=self.seed, local_rank=0)
+        seed = load_model(self.model_cfg, self.model_path, self.tokenizer, NO_LORA, seed=self.seed, local_rank=0)
         return seed.to(device).eval()
 
 
@@ -42,28 +40,20 @@ def load_for_evaluation(cfg: DictConfig) -> LoadedModel:
     if not cfg.get("run_dir"):
         model_path = resolve_model_path(cfg.model, cfg.paths.cache_dir)
         tokenizer = load_tokenizer(cfg.model, model_path)
-        model = load_model(cfg.model, model_path, tokenizer, _NO_LORA, seed=cfg.seed, local_rank=0)
+        model = load_model(cfg.model, model_path, tokenizer, NO_LORA, seed=cfg.seed, local_rank=0)
         return LoadedModel(model.eval(), tokenizer, cfg.model.name, False, cfg.model, model_path, cfg.seed)
 
     run_dir = Path(cfg.run_dir)
-    final, config_path = run_dir / "final", run_dir / "config.yaml"
-    if not final.is_dir() or not config_path.is_file():
-        raise ConfigError(f"run_dir={run_dir}: not a finished training run (needs final/ and config.yaml)")
-    train_cfg = OmegaConf.load(config_path)
-    model_path = resolve_model_path(train_cfg.model, cfg.paths.cache_dir)
+    train_cfg, final, _ = read_run(run_dir)
     tokenizer = AutoTokenizer.from_pretrained(final)
-    seed = int(train_cfg.trainer.seed)
-    if (final / "adapter_config.json").is_file():
-        from peft import PeftModel
-
-        base = load_model(train_cfg.model, model_path, tokenizer, _NO_LORA, seed=seed, local_rank=0)
-        model = PeftModel.from_pretrained(base, final)
-        is_adapter = True
+    adapter = is_adapter(final)
+    if adapter:
+        model, model_path = load_adapter_model(train_cfg, final, tokenizer, cfg.paths.cache_dir)
     else:
         model = AutoModelForCausalLM.from_pretrained(final, use_safetensors=True)
-        is_adapter = False
-    log.info("Evaluating %s (%s)", run_dir, "adapter" if is_adapter else "full model")
-    adapter_dir = str(final) if is_adapter else None
+        model_path = resolve_model_path(train_cfg.model, cfg.paths.cache_dir)
+    log.info("Evaluating %s (%s)", run_dir, "adapter" if adapter else "full model")
     return LoadedModel(
-        model.eval(), tokenizer, str(train_cfg.run_name), is_adapter, train_cfg.model, model_path, seed, adapter_dir
-    )
+        model.eval(), tokenizer, str(train_cfg.run_name), adapter, train_cfg.model, model_path,
+        int(train_cfg.trainer.seed), str(final) if adapter else None,
+    )  # fmt: skip

@@ -43,16 +43,14 @@ def guard_config(train_cfg: Any, options: dict[str, Any]) -> Any:
 
 def project_run(run_dir: Path, out_dir: Path, options: dict[str, Any]) -> dict[str, Any]:
     """Project `run_dir`'s adapter with Safe LoRA (`options`: guard keys) into the new run folder `out_dir`."""
-    from peft import PeftModel
     from transformers import AutoTokenizer
 
     from lookahead.components import build_guard
-    from lookahead.models.loading import load_model, resolve_model_path
+    from lookahead.models.runs import is_adapter, load_adapter_model, read_run
     from lookahead.shipping.card import write_card
-    from lookahead.shipping.export import read_run
 
     train_cfg, final, summary = read_run(run_dir)
-    if not (final / "adapter_config.json").is_file():
+    if not is_adapter(final):
         raise ConfigError(f"run_dir={run_dir}: a full fine-tune; Safe LoRA projects a LoRA adapter (use guard=asft)")
     trained_with = OmegaConf.select(train_cfg, "guard.name") or "none"
     if trained_with != "none":
@@ -65,10 +63,7 @@ def project_run(run_dir: Path, out_dir: Path, options: dict[str, Any]) -> dict[s
     guard = build_guard(guard_cfg)
 
     tokenizer = AutoTokenizer.from_pretrained(final)
-    model_path = resolve_model_path(train_cfg.model, train_cfg.paths.cache_dir)
-    no_lora = OmegaConf.create({"r": None})
-    base = load_model(train_cfg.model, model_path, tokenizer, no_lora, seed=int(train_cfg.trainer.seed), local_rank=0)
-    model = PeftModel.from_pretrained(base, final)
+    model, _ = load_adapter_model(train_cfg, final, tokenizer, train_cfg.paths.cache_dir)
 
     partial = out_dir.with_name(out_dir.name + ".partial")  # a stopped projection leaves no half-written run
     if partial.exists():

@@ -8,7 +8,6 @@ the update away. The folder is written under a temporary name and renamed when c
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 from pathlib import Path
@@ -17,23 +16,13 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from lookahead.errors import ConfigError
-from lookahead.models.loading import load_model, resolve_model_path
+from lookahead.models.runs import is_adapter, load_adapter_model, read_run
 from lookahead.shipping.card import write_card
 
 log = logging.getLogger(__name__)
 
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 MERGED_DIR = "merged"
-
-
-def read_run(run_dir: Path) -> tuple[Any, Path, dict[str, Any]]:
-    """(training config, final/ folder, summary) of a finished run."""
-    final, config_path = run_dir / "final", run_dir / "config.yaml"
-    if not final.is_dir() or not config_path.is_file():
-        raise ConfigError(f"run_dir={run_dir}: not a finished training run (needs final/ and config.yaml)")
-    summary_path = run_dir / "summary.json"
-    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
-    return OmegaConf.load(config_path), final, summary
 
 
 def export_dtype(train_cfg: Any, dtype: str) -> str:
@@ -54,14 +43,10 @@ def merged_model(run_dir: Path, dtype: str = "auto", cache_dir: str | None = Non
     train_cfg, final, summary = read_run(run_dir)
     dtype = export_dtype(train_cfg, dtype)
     tokenizer = AutoTokenizer.from_pretrained(final)
-    if (final / "adapter_config.json").is_file():
-        from peft import PeftModel
-
-        model_cfg = OmegaConf.merge(train_cfg.model, {"dtype": dtype})
-        model_path = resolve_model_path(model_cfg, cache_dir or train_cfg.paths.cache_dir)
-        plain = OmegaConf.create({"r": None})  # no LoRA, no quantization: the 16-bit (or fp32) base
-        base = load_model(model_cfg, model_path, tokenizer, plain, seed=int(train_cfg.trainer.seed), local_rank=0)
-        model = PeftModel.from_pretrained(base, final).merge_and_unload()
+    if is_adapter(final):
+        model_cfg = OmegaConf.merge(train_cfg.model, {"dtype": dtype})  # the 16-bit (or fp32) base, never 4-bit
+        cache = cache_dir or train_cfg.paths.cache_dir
+        model = load_adapter_model(train_cfg, final, tokenizer, cache, model_cfg)[0].merge_and_unload()
     else:
         from lookahead.models.loading import _DTYPES
 
