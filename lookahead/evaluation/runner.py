@@ -61,6 +61,16 @@ def file_digest(path: str) -> str:
     return digest.hexdigest()[:16]
 
 
+def weights_stamp(model_path: str) -> list[list[Any]] | None:
+    """Name, size and modification time of a local model folder's weight files: a model rebuilt at the same path (a
+    seed made again) gets a new key without hashing gigabytes. None for a Hub id."""
+    folder = Path(model_path)
+    if not folder.is_dir():
+        return None
+    weights = (p for p in sorted(folder.iterdir()) if p.suffix in (".safetensors", ".bin", ".gguf", ".pt"))
+    return [[p.name, p.stat().st_size, p.stat().st_mtime_ns] for p in weights]
+
+
 def seed_cache_key(cfg: DictConfig, loaded: LoadedModel, suite: str) -> str:
     """What decides the seed model's numbers on one suite: the model, the tokenizer's template, the suite's settings."""
     c = OmegaConf.to_container(cfg, resolve=True)
@@ -68,6 +78,7 @@ def seed_cache_key(cfg: DictConfig, loaded: LoadedModel, suite: str) -> str:
     model.pop("gradient_checkpointing", None)  # a training memory switch: the seed's answers are the same without
     settings = {
         "model_path": loaded.model_path,
+        "weights": weights_stamp(loaded.model_path),
         "model": model,
         # A tiny random model's weights are its seed; a pretrained seed is the same model whatever the run's seed,
         # so the runs of a sweep over training seeds share its numbers.

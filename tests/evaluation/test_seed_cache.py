@@ -53,3 +53,30 @@ def test_the_runs_training_seed_keys_a_tiny_random_seed_model_only():
     assert key(pretrained, 1) == key(pretrained, 2)  # the same weights whatever the fine-tune's seed
     tiny = {"name": "tiny", "tiny": {"hidden_size": 64}}
     assert key(tiny, 1) != key(tiny, 2)  # random weights drawn from the seed
+
+
+def test_a_seed_model_rebuilt_at_the_same_path_gets_a_new_seed_cache_key(tmp_path):
+    import os
+
+    cfg = OmegaConf.create(
+        {
+            "safety": {"path": None, "max_new_tokens": 8},
+            "max_seq_length": 512,
+            "system_policy": "merge",
+            "generation": {"backend": "hf"},
+        }
+    )
+    tokenizer = type("Tokenizer", (), {"chat_template": "{{ messages }}", "__len__": lambda self: 10})()
+    model_dir = tmp_path / "seed" / "model"
+    model_dir.mkdir(parents=True)
+    weights = model_dir / "model.safetensors"
+    weights.write_bytes(b"old weights")
+    loaded = SimpleNamespace(
+        model_path=str(model_dir), model_cfg=OmegaConf.create({"name": "smollm2"}), seed=0, tokenizer=tokenizer
+    )
+    first = seed_cache_key(cfg, loaded, "safety")
+    (model_dir / "README.md").write_text("a card written later")  # not a weight file
+    assert seed_cache_key(cfg, loaded, "safety") == first
+    weights.write_bytes(b"new weights")  # `make seed` again: same size, same path
+    os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 1_000_000))
+    assert seed_cache_key(cfg, loaded, "safety") != first
