@@ -193,6 +193,33 @@ def test_a_partial_sweep_is_reported_against_vanilla_on_the_same_seeds_with_its_
         collect_demo(DemoSettings(seed_dir=str(seed_dir), out_dir=str(tmp_path / "empty"), utility_n=4))
 
 
+def test_the_demo_runs_variant_by_variant_so_a_stopped_sweep_has_whole_rows(tmp_path, monkeypatch):
+    from lookahead.evaluation import report
+    from lookahead.testbed import demo
+
+    monkeypatch.setattr(report, "write_report", lambda run_dirs, out: None)
+    monkeypatch.setattr(demo, "base_model_path", lambda settings: "base")
+    order = []
+
+    def run_variant(settings, name, overrides, seed, out, base):
+        order.append(f"{name}-s{seed}")
+        _run(out, name, seed, 50.0, 40.0)
+        return out / "runs" / f"{name}-s{seed}"
+
+    monkeypatch.setattr(demo, "run_variant", run_variant)
+    seed_dir = tmp_path / "seed"
+    (seed_dir / "model").mkdir(parents=True)
+    (seed_dir / "model" / "seed_report.json").write_text("{}")
+    settings = demo.DemoSettings(
+        seed_dir=str(seed_dir), out_dir=str(tmp_path / "sweep"), utility_n=4,
+        variants={"vanilla": [], "vanilla+asft": [], "vanilla+safe_lora": []},
+    )  # fmt: skip
+    demo.run_demo(settings)
+    assert order == [
+        "vanilla-s1", "vanilla-s2", "vanilla+asft-s1", "vanilla+asft-s2", "vanilla+safe_lora-s1", "vanilla+safe_lora-s2"
+    ]  # fmt: skip
+
+
 def test_the_base_models_own_answers_are_generated_once(tmp_path, monkeypatch):
     from lookahead.testbed import seed
 

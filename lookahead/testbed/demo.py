@@ -388,8 +388,10 @@ def run_demo(settings: DemoSettings) -> dict[str, Any]:
     base = base_model_path(SeedSettings(cache_dir=settings.cache_dir))
     rows: dict[str, list[dict[str, Any]]] = {}
     run_dirs = []
-    for seed in settings.seeds:
-        for name, overrides in settings.variants.items():
+    # Variant by variant, each on every seed: a sweep stopped part way has whole rows, which `--report-only` can
+    # read against vanilla (vanilla comes first); a Safe LoRA row follows the twin it is projected from.
+    for name, overrides in settings.variants.items():
+        for seed in settings.seeds:
             run_dir = run_variant(settings, name, list(overrides), seed, out, base)
             run_dirs.append(run_dir)
             rows.setdefault(name, []).append(read_row(run_dir, seed))
