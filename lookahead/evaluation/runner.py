@@ -174,7 +174,14 @@ def evaluate(cfg: DictConfig, judge_api_key: str | None = None) -> dict[str, Any
         if seed is not None:
             results["seed"] = seed
     elif run_dir is None and cfg.get("seed_cache_dir") and state.is_main_process:
-        log.info("Cached as a seed model's results: %s", ", ".join(map(str, cache_as_seed(cfg, loaded, results))))
+        try:
+            log.info("Cached as a seed model's results: %s", ", ".join(map(str, cache_as_seed(cfg, loaded, results))))
+        except OSError as e:  # a cache only saves time: the evaluation itself is done and written
+            log.warning(
+                "seed_cache_dir=%s: not written (%s); runs tuned from this model will evaluate it",
+                cfg.seed_cache_dir,
+                e,
+            )
     save({})
     if state.is_main_process:
         if run_dir is not None and cfg.get("model_card", True):

@@ -122,6 +122,12 @@ def test_a_model_evaluated_as_is_is_not_evaluated_again_as_the_seed_of_a_run_tun
     assert results["seed"]["gsm8k"] == alone["gsm8k"] and results["seed"]["safety"] == alone["safety"]
     assert not (tmp_path / "run" / "eval" / "seed").exists()  # nothing generated for the seed: both suites cached
 
+    blocked = tmp_path / "not_a_folder"
+    blocked.write_text("")
+    out = tmp_path / "seed_alone_again"
+    again = evaluate(compose_evaluate_config([*seed_model, f"out_dir={out}", *shared, f"seed_cache_dir={blocked}"]))
+    assert again["safety"] == alone["safety"] and json.loads((out / "results.json").read_text())["safety"]  # kept
+
     # Another batch pads the prompts differently: the seed is evaluated again.
     evaluate(compose_evaluate_config([f"run_dir={summary['run_dir']}", *shared, "generation.batch_size=2"]))
     assert (tmp_path / "run" / "eval" / "seed" / "safety.jsonl").is_file()
