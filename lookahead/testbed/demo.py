@@ -45,8 +45,9 @@ PROTECTIONS = {
     "constrained_sft": ["objective=constrained_sft"],
     "safety_mix": ["dataset.safety_mix=0.05", "dataset.safety_path={seed_dir}/refusals.jsonl"],
 }
-# The sweep's row that clears the recipe bar, as `experiment=safest_cpu` (configs/experiment/safest_cpu.yaml).
-RECIPE = "vanilla+asft"
+# The sweep's rows that clear the recipe bar, as named experiments (configs/experiment/<name>.yaml): the best row,
+# and the best that needs no safety data.
+RECIPES = {"safest_cpu": "vanilla+safety_mix", "safest_cpu_asft": "vanilla+asft"}
 
 
 def sweep_variants() -> dict[str, list[str]]:
