@@ -94,11 +94,15 @@ def seed_cache_key(cfg: DictConfig, loaded: LoadedModel, suite: str) -> str:
     return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+def seed_cache_path(cfg: DictConfig, loaded: LoadedModel, suite: str) -> Path:
+    return Path(cfg.seed_cache_dir) / f"{suite}-{seed_cache_key(cfg, loaded, suite)}.json"
+
+
 def evaluate_seed(cfg: DictConfig, loaded: LoadedModel, out_dir: Path, judge_api_key: str | None, is_main: bool):
     """The seed model's results on the same suites (KL aside: it is 0 against itself). Each suite's result is cached
     in `seed_cache_dir`, so the runs of a sweep evaluate their seed once."""
     cache_dir = Path(cfg.seed_cache_dir)
-    caches = {s: cache_dir / f"{s}-{seed_cache_key(cfg, loaded, s)}.json" for s in cfg.suite if s != "kl"}
+    caches = {s: seed_cache_path(cfg, loaded, s) for s in cfg.suite if s != "kl"}
     results: dict[str, Any] = {"model": loaded.model_path}
     for suite, path in caches.items():
         if path.is_file():
@@ -127,11 +131,10 @@ def cache_as_seed(cfg: DictConfig, loaded: LoadedModel, results: dict[str, Any])
     """A model evaluated as is is the seed of the runs fine-tuned from it: each suite's result goes into
     `seed_cache_dir` under the key those runs' seed comparison looks up (`evaluate_seed`), so they do not evaluate it
     again. `make demo` evaluates its seed's safety once, in `make seed`."""
-    cache_dir = Path(cfg.seed_cache_dir)
-    cache_dir.mkdir(parents=True, exist_ok=True)
+    Path(cfg.seed_cache_dir).mkdir(parents=True, exist_ok=True)
     written = []
     for suite in (s for s in results if s in SUITES and s != "kl"):
-        path = cache_dir / f"{suite}-{seed_cache_key(cfg, loaded, suite)}.json"
+        path = seed_cache_path(cfg, loaded, suite)
         path.write_text(json.dumps(results[suite], indent=2) + "\n")
         written.append(path)
     return written

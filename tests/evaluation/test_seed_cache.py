@@ -9,6 +9,22 @@ from omegaconf import OmegaConf
 from lookahead.evaluation.runner import seed_cache_key
 
 
+def safety_settings():
+    """An evaluation config with the safety suite and the settings the key reads."""
+    return OmegaConf.create(
+        {
+            "safety": {"path": None, "max_new_tokens": 8},
+            "max_seq_length": 512,
+            "system_policy": "merge",
+            "generation": {"backend": "hf"},
+        }
+    )
+
+
+def stub_tokenizer():
+    return type("Tokenizer", (), {"chat_template": "{{ messages }}", "__len__": lambda self: 10})()
+
+
 def test_a_data_file_rewritten_in_place_gets_a_new_seed_cache_key(tmp_path):
     data = tmp_path / "arithmetic_test.jsonl"
     data.write_text('{"question": "1+1?", "answer": "#### 2"}\n')
@@ -33,15 +49,7 @@ def test_a_data_file_rewritten_in_place_gets_a_new_seed_cache_key(tmp_path):
 
 
 def test_the_runs_training_seed_keys_a_tiny_random_seed_model_only():
-    cfg = OmegaConf.create(
-        {
-            "safety": {"path": None, "max_new_tokens": 8},
-            "max_seq_length": 512,
-            "system_policy": "merge",
-            "generation": {"backend": "hf"},
-        }
-    )
-    tokenizer = type("Tokenizer", (), {"chat_template": "{{ messages }}", "__len__": lambda self: 10})()
+    cfg, tokenizer = safety_settings(), stub_tokenizer()
 
     def key(model_cfg: dict, seed: int) -> str:
         loaded = SimpleNamespace(
@@ -58,15 +66,7 @@ def test_the_runs_training_seed_keys_a_tiny_random_seed_model_only():
 def test_a_seed_model_rebuilt_at_the_same_path_gets_a_new_seed_cache_key(tmp_path):
     import os
 
-    cfg = OmegaConf.create(
-        {
-            "safety": {"path": None, "max_new_tokens": 8},
-            "max_seq_length": 512,
-            "system_policy": "merge",
-            "generation": {"backend": "hf"},
-        }
-    )
-    tokenizer = type("Tokenizer", (), {"chat_template": "{{ messages }}", "__len__": lambda self: 10})()
+    cfg, tokenizer = safety_settings(), stub_tokenizer()
     model_dir = tmp_path / "seed" / "model"
     model_dir.mkdir(parents=True)
     weights = model_dir / "model.safetensors"
