@@ -102,6 +102,22 @@ class TestRunDir:
         assert run_dir == "${paths.log_dir}/runs/${run_name}"
         assert cfg.run_name == "smollm2-arithmetic-real_prefix-m4-lora"
 
+    @pytest.mark.parametrize(
+        "overrides, run_name",
+        [
+            (["method=real_prefix", "method.fraction=1"], "smollm2-arithmetic-real_prefix-m6-lora"),
+            (["method=real_prefix", "method.fraction=0.5"], "smollm2-arithmetic-real_prefix-m6-f0.5-lora"),
+            (["method=virtual_prefix", "method.fraction=0.75"], "smollm2-arithmetic-virtual_prefix-f0.75-lora"),
+            (
+                ["method=virtual_prefix_untrained", "method.fraction=0.9"],
+                "smollm2-arithmetic-virtual_prefix-untrainedP-f0.9-lora",
+            ),
+        ],
+    )
+    def test_a_previewed_share_names_its_own_run(self, overrides, run_name):
+        # Without the share in the name, `method.fraction=0.9` after `=0.75` would land in the first run's folder.
+        assert compose(overrides).run_name == run_name
+
 
 class TestTrainerArguments:
     def test_training_arguments_kwargs_build_real_training_arguments(self, tmp_path):
