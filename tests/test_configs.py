@@ -35,7 +35,7 @@ class TestConfigGroups:
         assert options("logger") == ["none", "tensorboard", "wandb"]
         table1 = [f"table1_{d}_{m}" for d in ("gsm8k", "samsum") for m in TABLE1_METHODS]
         assert options("experiment") == sorted(
-            ["paper_gsm8k", "paper_samsum", *table1, "safest_cpu", "safest_cpu_asft"]
+            ["paper_gsm8k", "paper_samsum", *table1, "safest_cpu", "safest_cpu_asft", "safest_cpu_prefill"]
         )
 
     @pytest.mark.parametrize("model", options("model"))

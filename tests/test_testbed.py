@@ -302,7 +302,7 @@ def test_the_seed_scripts_flags_map_onto_its_settings():
     assert (settings.evaluate_base, settings.refusals, settings.epochs, settings.out_dir) == (False, 12, 0.5, "x")
 
 
-@pytest.mark.parametrize("experiment", ["safest_cpu", "safest_cpu_asft"])
+@pytest.mark.parametrize("experiment", ["safest_cpu", "safest_cpu_asft", "safest_cpu_prefill"])
 def test_each_cpu_recipe_is_the_sweep_row_it_names(experiment):
     """experiment=<recipe> trains what the sweep measured as its row (docs/demo.md), checkpointing and logging
     aside: the same model, data (the safety mix included), preview, objective, guard, LoRA and optimisation."""
@@ -321,8 +321,9 @@ def test_each_cpu_recipe_is_the_sweep_row_it_names(experiment):
     for t in trainer:
         t.pop("save_steps")  # the sweep saves no mid-run checkpoint; results do not depend on it
     assert trainer[0] == trainer[1]
-    assert (recipe.method.name, recipe.model.path) == ("vanilla", "outputs/testbed/seed/model")
-    if experiment == "safest_cpu":
+    method = "virtual_prefix" if experiment == "safest_cpu_prefill" else "vanilla"
+    assert (recipe.method.name, recipe.model.path) == (method, "outputs/testbed/seed/model")
+    if experiment in ("safest_cpu", "safest_cpu_prefill"):
         assert (recipe.guard.name, recipe.dataset.safety_mix) == ("none", 0.05)
         assert recipe.dataset.safety_path == "outputs/testbed/seed/refusals.jsonl"
     else:

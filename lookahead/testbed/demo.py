@@ -46,8 +46,12 @@ PROTECTIONS = {
     "safety_mix": ["dataset.safety_mix=0.05", "dataset.safety_path={seed_dir}/refusals.jsonl"],
 }
 # The sweep's rows that clear the recipe bar, as named experiments (configs/experiment/<name>.yaml): the best row,
-# and the best that needs no safety data.
-RECIPES = {"safest_cpu": "vanilla+safety_mix", "safest_cpu_asft": "vanilla+asft"}
+# the best that needs no safety data, and the one that best resists prefilling (the highest JSR).
+RECIPES = {
+    "safest_cpu": "vanilla+safety_mix",
+    "safest_cpu_asft": "vanilla+asft",
+    "safest_cpu_prefill": "virtual_prefix+safety_mix",
+}
 
 
 def sweep_variants() -> dict[str, list[str]]:
