@@ -232,8 +232,8 @@ def summarise(rows: dict[str, list[dict[str, Any]]], preview: str) -> dict[str, 
     """Mean and spread (min, max) of RSR, JSR and utility per variant, and the paper's direction: per seed, vanilla
     loses >= 20 RSR points, `preview` keeps back >= a quarter of the loss, at >= 95% of vanilla's utility."""
 
-    def stats(values: list[float]) -> dict[str, float]:
-        return {"mean": round(statistics.fmean(values), 2), "min": round(min(values), 2), "max": round(max(values), 2)}
+    def stats(values: list[float]) -> dict[str, float]:  # unrounded: the tables round once, when they print
+        return {"mean": statistics.fmean(values), "min": min(values), "max": max(values)}
 
     out: dict[str, Any] = {"variants": {}}
     vanilla = {r["seed"]: r for r in rows.get("vanilla", [])}
@@ -308,9 +308,9 @@ def against_vanilla(summary: dict[str, Any], seeds: list[int] | None = None) -> 
             loss = p["seed_rsr"] - p["vanilla_rsr"]
             gain = p["vanilla_utility"] - p["seed_utility"]
             if loss > 0:
-                row["keeps_fraction"] = round((p["rsr"] - p["vanilla_rsr"]) / loss, 3)
+                row["keeps_fraction"] = (p["rsr"] - p["vanilla_rsr"]) / loss  # the bar reads it unrounded
             if gain > 0:
-                row["gain_fraction"] = round((p["utility"] - p["seed_utility"]) / gain, 3)
+                row["gain_fraction"] = (p["utility"] - p["seed_utility"]) / gain
             row["recipe"] = bool(
                 name != "vanilla"
                 and row["keeps_fraction"] is not None
