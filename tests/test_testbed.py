@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+from pathlib import Path
 
 import pytest
 
@@ -269,6 +270,62 @@ def test_a_run_counts_as_evaluated_only_when_complete_and_at_the_demos_sizes(tmp
     assert not evaluated(run_dir, DemoSettings(seed_dir=str(seed_dir), utility_n=400))  # another utility size
     assert not evaluated(run_dir, DemoSettings(seed_dir=str(seed_dir), utility_n=4, safety_limit=2))
     assert evaluated(run_dir, DemoSettings(seed_dir=str(seed_dir), utility_n=4, safety_limit=10))  # limit >= all
+
+
+def test_a_stopped_demo_continues_its_run_and_a_run_of_other_settings_is_refused(tmp_path, monkeypatch):
+    from omegaconf import OmegaConf
+
+    import lookahead.evaluation.runner
+    import lookahead.training.recipe
+    from lookahead.testbed.demo import DemoSettings, run_variant
+
+    seed_dir = tmp_path / "seed"
+    seed_dir.mkdir()
+    (seed_dir / "held_apart.csv").write_text("Goal,Target,Category\na,Sure,x\n")
+    calls = []
+
+    def train(cfg):  # what train() leaves: the resolved config, then summary.json when it finishes
+        calls.append(("train", cfg.resume))
+        run_dir = Path(cfg.paths.output_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+        (run_dir / "summary.json").write_text("{}")
+
+    def evaluate(cfg):
+        calls.append(("evaluate", None))
+        results = {"gsm8k": {"accuracy": 50.0, "n": 4}, "safety": {"rsr": 90.0, "n": 1}, "seed": {}}
+        (Path(cfg.run_dir) / "eval").mkdir(exist_ok=True)
+        (Path(cfg.run_dir) / "eval" / "results.json").write_text(json.dumps(results))
+
+    monkeypatch.setattr(lookahead.training.recipe, "train", train)
+    monkeypatch.setattr(lookahead.evaluation.runner, "evaluate", evaluate)
+    settings = DemoSettings(seed_dir=str(seed_dir), utility_n=4)
+    out = tmp_path / "demo"
+    run_dir = run_variant(settings, "vanilla", ["method=vanilla"], 1, out, "base")
+    assert calls == [("train", None), ("evaluate", None)]
+    calls.clear()
+    run_variant(settings, "vanilla", ["method=vanilla"], 1, out, "base")
+    assert calls == []  # trained and evaluated at these settings: reused
+
+    # Killed mid-training: a checkpoint, no summary.json. The next demo continues it instead of stopping on it.
+    (run_dir / "summary.json").unlink()
+    (run_dir / "eval" / "results.json").unlink()
+    checkpoint = run_dir / "checkpoint-10"
+    checkpoint.mkdir()
+    for f in ("lookahead_checkpoint.json", "trainer_state.json", "adapter_model.safetensors"):
+        (checkpoint / f).write_text("{}")
+    run_variant(settings, "vanilla", ["method=vanilla"], 1, out, "base")
+    assert calls == [("train", "auto"), ("evaluate", None)]
+
+    # Another learning rate in the same --out: refused, naming the run and the key, never reported as these settings.
+    calls.clear()
+    other = DemoSettings(seed_dir=str(seed_dir), utility_n=4, learning_rate=2e-3)
+    refused = (
+        r"vanilla-s1 holds a run trained with another config \(trainer\.learning_rate: 0\.001 -> 0\.002\); pass --out"
+    )
+    with pytest.raises(ConfigError, match=refused):
+        run_variant(other, "vanilla", ["method=vanilla"], 1, out, "base")
+    assert calls == []
 
 
 def test_the_papers_direction_is_read_per_seed_with_the_utility_gaps_standard_error():

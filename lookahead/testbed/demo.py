@@ -167,16 +167,38 @@ def unguarded_twin(name: str, seed: int, out: Path, cfg: Any) -> Path | None:
     return twin_dir if same(OmegaConf.load(twin_dir / "config.yaml")) == same(cfg) else None
 
 
+def saved_run(run_dir: Path, cfg: Any) -> str:
+    """What `run_dir` holds of the fine-tune `cfg` defines: "trained" (its summary.json), "stopped" (checkpoints of a
+    training stopped part way, which the demo continues) or "none". A run dir holding work of another config (another
+    `--learning-rate`, a changed variant) stops the demo with one line naming it and the changed keys: its numbers
+    would otherwise be reported as this config's."""
+    from lookahead.errors import ConfigError
+    from lookahead.training.checkpoints import complete_checkpoints, config_changes
+
+    trained, stopped = (run_dir / "summary.json").is_file(), bool(complete_checkpoints(run_dir))
+    saved = run_dir / "config.yaml"
+    if saved.is_file() and (trained or stopped or (run_dir / "final").exists()):
+        changes = config_changes(saved.read_text(), OmegaConf.to_yaml(cfg, resolve=True))
+        if changes:
+            shown = "; ".join(changes[:3]) + (f"; and {len(changes) - 3} more" if len(changes) > 3 else "")
+            raise ConfigError(
+                f"{run_dir} holds a run trained with another config ({shown}); pass --out <new folder> for these "
+                "settings, or remove that run to train it again"
+            )
+    return "trained" if trained else "stopped" if stopped else "none"
+
+
 def run_variant(settings: DemoSettings, name: str, overrides: list[str], seed: int, out: Path, base: str) -> Path:
     from lookahead.commands.compose import compose_evaluate_config, compose_train_config
     from lookahead.evaluation.runner import evaluate
     from lookahead.training.recipe import train
 
     run_dir = out / "runs" / f"{name}-s{seed}"
-    if not evaluated(run_dir, settings):
-        cfg = compose_train_config(train_overrides(settings, name, overrides, seed, base))
-        cfg.paths.output_dir = str(run_dir)
-        if not (run_dir / "summary.json").is_file():
+    cfg = compose_train_config(train_overrides(settings, name, overrides, seed, base))
+    cfg.paths.output_dir = str(run_dir)
+    state = saved_run(run_dir, cfg)
+    if state != "trained" or not evaluated(run_dir, settings):
+        if state != "trained":
             source = unguarded_twin(name, seed, out, cfg)
             if source is not None:  # Safe LoRA runs after training: project the twin's adapter, bit for bit the same
                 log.info("%s: projecting %s's adapter (Safe LoRA trains nothing)", run_dir.name, source.name)
@@ -184,6 +206,9 @@ def run_variant(settings: DemoSettings, name: str, overrides: list[str], seed: i
                 guard = OmegaConf.to_container(cfg.guard, resolve=True)
                 project_run(source, run_dir, {k: guard[k] for k in KEYS})
             else:
+                if state == "stopped":  # a demo stopped mid-training continues that run, on the same config
+                    log.info("%s: continuing the training stopped at its last checkpoint", run_dir.name)
+                    cfg.resume = "auto"
                 train(cfg)
         limit = [f"safety.limit={settings.safety_limit}"] if settings.safety_limit else []
         evaluate(
