@@ -387,21 +387,38 @@ def write_sweep_report(summary: dict[str, Any], out_dir: Path) -> dict[str, Path
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 5))
+    # A point's colour is its preview and its marker the protection on top (`preview+protection`), so crowded points
+    # stay told apart without labels; hollow: a row missing a seed; black edge: on the Pareto front.
+    from matplotlib.lines import Line2D
+
+    fig, ax = plt.subplots(figsize=(8.5, 5.5))
     most = max(len(v.get("seeds", [])) for v in variants.values())
+    parts = {name: (name.partition("+")[0], name.partition("+")[2] or "none") for name in variants}
+    previews = list(dict.fromkeys(p for p, _ in parts.values()))
+    protections = list(dict.fromkeys(g for _, g in parts.values()))
+    colour = {p: plt.get_cmap("tab10")(i % 10) for i, p in enumerate(previews)}
+    shapes = dict(zip(["none", "safe_lora", "asft", "constrained_sft", "safety_mix"], "os^DP"))
+    shape = {g: shapes.get(g, "vXh*<>"[i % 6]) for i, g in enumerate(protections)}
     for name, v in variants.items():
         x, y = v["utility"], v["rsr"]
-        seeds = v.get("seeds", [])
-        label = name if len(seeds) == most else f"{name} (seed {listed(seeds)} only)"
+        preview, protection = parts[name]
+        whole = len(v.get("seeds", [])) == most
         ax.errorbar(
-            [x["mean"]], [y["mean"]], fmt="*" if verdict[name]["pareto"] else "o", capsize=2,
+            [x["mean"]], [y["mean"]], fmt=shape[protection], color=colour[preview], capsize=2, markersize=7,
+            markerfacecolor=colour[preview] if whole else "none",
+            markeredgecolor="black" if verdict[name]["pareto"] else colour[preview], markeredgewidth=1.2,
             xerr=[[x["mean"] - x["min"]], [x["max"] - x["mean"]]],
             yerr=[[y["mean"] - y["min"]], [y["max"] - y["mean"]]],
         )  # fmt: skip
-        ax.annotate(label, (x["mean"], y["mean"]), fontsize=7, xytext=(4, 4), textcoords="offset points")
+    handles = [Line2D([], [], color=colour[p], marker="o", linestyle="", label=p) for p in previews]
+    handles += [Line2D([], [], color="grey", marker=shape[g], linestyle="", label=f"+{g}") for g in protections]
+    ax.legend(handles=handles, fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5), title="preview, protection")
     ax.set_xlabel("utility (arithmetic accuracy, %)")
     ax.set_ylabel("raw safe rate (%)")
-    ax.set_title("Testbed sweep: means over seeds, bars span the seeds (* Pareto)")
+    ax.set_title(
+        "Testbed sweep: means over seeds, bars span the seeds\nblack edge: Pareto front; hollow: a seed still missing",
+        fontsize=9,
+    )
     fig.tight_layout()
     fig.savefig(written["plot"], dpi=120)
     plt.close(fig)
