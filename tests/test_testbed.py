@@ -306,6 +306,11 @@ def test_a_stopped_demo_continues_its_run_and_a_run_of_other_settings_is_refused
     calls.clear()
     run_variant(settings, "vanilla", ["method=vanilla"], 1, out, "base")
     assert calls == []  # trained and evaluated at these settings: reused
+    saved = OmegaConf.load(run_dir / "config.yaml")
+    del saved.dataset["safety_preview"]  # trained before the key existed (its default is the old behaviour)
+    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(saved))
+    run_variant(settings, "vanilla", ["method=vanilla"], 1, out, "base")
+    assert calls == []
 
     # Killed mid-training: a checkpoint, no summary.json. The next demo continues it instead of stopping on it.
     (run_dir / "summary.json").unlink()

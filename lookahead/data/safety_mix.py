@@ -8,6 +8,8 @@ examples, drawn (seeded) from the file and spread through the data. The file is 
 (field names: dataset.safety_prompt_field / dataset.safety_response_field), or chat records with a `messages` list
 (dataset.safety_format=messages). Mixed examples are trained like the task examples, preview included, and carry
 `"source": "safety"` so `scripts/inspect_data.py inspect.source=safety` shows exactly what they train.
+`dataset.safety_preview=false` trains them unpreviewed instead (an ablation: under `virtual_prefix` a previewed
+refusal trains as P + refusal, a refusal after a harmless opener; docs/demo.md).
 """
 
 from __future__ import annotations
@@ -48,7 +50,10 @@ def mix_in_safety(train: list[Example], cfg: Mapping[str, Any], seed: int) -> li
         raise ConfigError(f"dataset.safety_mix={fraction!r}: expected a fraction between 0 and 1")
     if fraction == 0:
         return train
-    pool = load_safety_examples(cfg)
+    preview = cfg.get("safety_preview", True)
+    if not isinstance(preview, bool):
+        raise ConfigError(f"dataset.safety_preview={preview!r}: expected true or false")
+    pool = [{**example, "preview": example.get("preview", True) and preview} for example in load_safety_examples(cfg)]
     rng = random.Random(seed)
     wanted = round(fraction * len(train))
     if wanted > len(pool):
@@ -57,5 +62,8 @@ def mix_in_safety(train: list[Example], cfg: Mapping[str, Any], seed: int) -> li
     mixed = list(train)
     for example in chosen:
         mixed.insert(rng.randrange(len(mixed) + 1), example)
-    log.info("Mixed %d refusal examples from %s into %d task examples", len(chosen), cfg.get("safety_path"), len(train))
+    log.info(
+        "Mixed %d refusal examples from %s into %d task examples%s", len(chosen), cfg.get("safety_path"), len(train),
+        "" if preview else " (unpreviewed: dataset.safety_preview=false)",
+    )  # fmt: skip
     return mixed

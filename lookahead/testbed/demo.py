@@ -171,14 +171,15 @@ def saved_run(run_dir: Path, cfg: Any) -> str:
     """What `run_dir` holds of the fine-tune `cfg` defines: "trained" (its summary.json), "stopped" (checkpoints of a
     training stopped part way, which the demo continues) or "none". A run dir holding work of another config (another
     `--learning-rate`, a changed variant) stops the demo with one line naming it and the changed keys: its numbers
-    would otherwise be reported as this config's."""
+    would otherwise be reported as this config's. Keys only one side holds (added since, with their defaults) are not
+    compared, so a run trained by an earlier version stays usable."""
     from lookahead.errors import ConfigError
     from lookahead.training.checkpoints import complete_checkpoints, config_changes
 
     trained, stopped = (run_dir / "summary.json").is_file(), bool(complete_checkpoints(run_dir))
     saved = run_dir / "config.yaml"
     if saved.is_file() and (trained or stopped or (run_dir / "final").exists()):
-        changes = config_changes(saved.read_text(), OmegaConf.to_yaml(cfg, resolve=True))
+        changes = config_changes(saved.read_text(), OmegaConf.to_yaml(cfg, resolve=True), shared_only=True)
         if changes:
             shown = "; ".join(changes[:3]) + (f"; and {len(changes) - 3} more" if len(changes) > 3 else "")
             raise ConfigError(

@@ -235,10 +235,12 @@ def _run_defining(config_yaml: str) -> dict[str, Any]:
     return _flatten({k: v for k, v in config.items() if k not in _RUN_INDEPENDENT_KEYS})
 
 
-def config_changes(saved_yaml: str, current_yaml: str) -> list[str]:
-    """`key: old -> new` for every run-defining key that differs between a saved config and the current one."""
+def config_changes(saved_yaml: str, current_yaml: str, shared_only: bool = False) -> list[str]:
+    """`key: old -> new` for every run-defining key that differs between a saved config and the current one.
+    `shared_only`: compare only the keys both hold, so a key another version of the code added or dropped (with its
+    default) is not a change."""
     saved, now = _run_defining(saved_yaml), _run_defining(current_yaml)
-    keys = sorted(saved.keys() | now.keys())
+    keys = sorted(saved.keys() & now.keys() if shared_only else saved.keys() | now.keys())
     return [f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in keys if saved.get(k) != now.get(k)]
 
 

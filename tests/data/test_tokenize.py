@@ -327,3 +327,32 @@ def test_examples_outside_the_previewed_share_encode_exactly_as_vanilla_and_are_
     kept, report = filter_trainable(examples, partial, name="t", max_skip_fraction=0.0)
     assert report.as_metrics("train")["train/previewed"] == previewed and len(kept) == 40
     assert filter_trainable(examples, vanilla, name="t", max_skip_fraction=0.0)[1].previewed == 0
+
+
+def test_mixed_refusals_are_previewed_like_the_task_unless_safety_preview_is_false(tmp_path):
+    """`dataset.safety_preview=false` (an ablation): the mixed refusals encode exactly as vanilla, the task examples
+    keep their preview; the default previews both."""
+    from lookahead.data.safety_mix import mix_in_safety
+
+    refusals = tmp_path / "refusals.jsonl"
+    refusals.write_text(
+        "".join(f'{{"prompt": "Hurt {i}?", "response": "I can\'t help with that."}}\n' for i in range(4))
+    )
+    train = [{"messages": conversation(r), "preview": True} for r in arithmetic_records(16)]
+    tokenizer = load_tokenizer("chatml-style")
+    encoder = ChatEncoder(tokenizer, max_seq_length=512)
+    vanilla, paper = ExampleEncoder(encoder, Vanilla()), ExampleEncoder(encoder, VirtualPrefix())
+    cfg = {"name": "t", "safety_mix": 0.25, "safety_path": str(refusals)}
+    for safety_preview in (True, False):
+        mixed = mix_in_safety(train, {**cfg, "safety_preview": safety_preview}, seed=0)
+        assert sum(e.get("source") == "safety" for e in mixed) == 4
+        for example in mixed:
+            (enc, preview), (plain, _) = paper.encode(example), vanilla.encode(example)
+            previewed = example.get("source") != "safety" or safety_preview
+            assert preview.previewed if previewed else preview is None
+            assert (enc.input_ids == plain.input_ids) is not previewed
+            if example.get("source") == "safety" and previewed:
+                trained = tokenizer.decode([t for t in enc.labels if t != IGNORE_INDEX])
+                assert trained == "Let's solve this problem. I can't help with that.<|im_end|>"
+    with pytest.raises(ConfigError, match=r"dataset.safety_preview='no': expected true or false"):
+        mix_in_safety(train, {**cfg, "safety_preview": "no"}, seed=0)
