@@ -126,17 +126,17 @@ def test_asft_penalty_is_zero_along_v_and_the_squared_orthogonal_norm_otherwise(
         for name, m in modules.items():
             u = torch.linalg.svd(directions[name], full_matrices=False)[0][:, :2]
             m.lora_B["default"].weight.copy_(u @ torch.randn(2, m.lora_B["default"].weight.shape[1]))
-    assert float(guard.penalty(model)) == pytest.approx(0.0, abs=1e-8)
+    assert guard.penalty(model).detach().item() == pytest.approx(0.0, abs=1e-8)
 
     model = lora_model(seed=5)
     by_hand = 0.0
     for name, m in layers(model).items():
         u = torch.linalg.svd(directions[name], full_matrices=False)[0][:, :2]
         update = m.scaling["default"] * m.lora_B["default"].weight @ m.lora_A["default"].weight
-        by_hand += float(((update - u @ (u.T @ update)) ** 2).sum())
+        by_hand += ((update - u @ (u.T @ update)) ** 2).sum().item()
     guard.prepare(model, is_lora=True)
     penalty = guard.penalty(model)
-    assert float(penalty) == pytest.approx(2.0 * by_hand, rel=1e-5)
+    assert penalty.detach().item() == pytest.approx(2.0 * by_hand, rel=1e-5)
     penalty.backward()  # differentiable in the adapter
     assert all(m.lora_B["default"].weight.grad is not None for m in layers(model).values())
 
@@ -147,15 +147,15 @@ def test_asft_on_a_full_finetune_measures_the_update_from_the_seed(pair):
     model = build_tiny_llama(cfg.model, load_tokenizer("chatml-style"), seed=0)
     guard = AsFT(str(aligned), str(base), lam=1.0, target_modules=TARGETS)
     guard.prepare(model, is_lora=False)
-    assert float(guard.penalty(model)) == 0.0  # no update yet
+    assert guard.penalty(model).detach().item() == 0.0  # no update yet
     name, param = next((n, p) for n, p in model.named_parameters() if "q_proj" in n)
     with torch.no_grad():
         param += 0.5 * directions[name]  # along V: free
-    assert float(guard.penalty(model)) == pytest.approx(0.0, abs=1e-6)
+    assert guard.penalty(model).detach().item() == pytest.approx(0.0, abs=1e-6)
     orthogonal = torch.linalg.svd(directions[name], full_matrices=True)[0][:, 2:3] @ torch.ones(1, param.shape[1])
     with torch.no_grad():
         param += orthogonal
-    assert float(guard.penalty(model)) == pytest.approx(float((orthogonal**2).sum()), rel=1e-4)
+    assert guard.penalty(model).detach().item() == pytest.approx(float((orthogonal**2).sum()), rel=1e-4)
 
 
 def test_guards_refuse_what_they_cannot_do(pair):
