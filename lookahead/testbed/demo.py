@@ -174,17 +174,16 @@ def saved_run(run_dir: Path, cfg: Any) -> str:
     would otherwise be reported as this config's. Keys only one side holds (added since, with their defaults) are not
     compared, so a run trained by an earlier version stays usable."""
     from lookahead.errors import ConfigError
-    from lookahead.training.checkpoints import complete_checkpoints, config_changes
+    from lookahead.training.checkpoints import complete_checkpoints, config_changes, shown_changes
 
     trained, stopped = (run_dir / "summary.json").is_file(), bool(complete_checkpoints(run_dir))
     saved = run_dir / "config.yaml"
     if saved.is_file() and (trained or stopped or (run_dir / "final").exists()):
         changes = config_changes(saved.read_text(), OmegaConf.to_yaml(cfg, resolve=True), shared_only=True)
         if changes:
-            shown = "; ".join(changes[:3]) + (f"; and {len(changes) - 3} more" if len(changes) > 3 else "")
             raise ConfigError(
-                f"{run_dir} holds a run trained with another config ({shown}); pass --out <new folder> for these "
-                "settings, or remove that run to train it again"
+                f"{run_dir} holds a run trained with another config ({shown_changes(changes)}); pass --out <new "
+                "folder> for these settings, or remove that run to train it again"
             )
     return "trained" if trained else "stopped" if stopped else "none"
 
@@ -398,7 +397,7 @@ def write_sweep_report(summary: dict[str, Any], out_dir: Path) -> dict[str, Path
     previews = list(dict.fromkeys(p for p, _ in parts.values()))
     protections = list(dict.fromkeys(g for _, g in parts.values()))
     colour = {p: plt.get_cmap("tab10")(i % 10) for i, p in enumerate(previews)}
-    shapes = dict(zip(["none", "safe_lora", "asft", "constrained_sft", "safety_mix"], "os^DP"))
+    shapes = dict(zip([name or "none" for name in PROTECTIONS], "os^DP"))
     shape = {g: shapes.get(g, "vXh*<>"[i % 6]) for i, g in enumerate(protections)}
     for name, v in variants.items():
         x, y = v["utility"], v["rsr"]

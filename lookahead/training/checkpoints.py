@@ -244,6 +244,11 @@ def config_changes(saved_yaml: str, current_yaml: str, shared_only: bool = False
     return [f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in keys if saved.get(k) != now.get(k)]
 
 
+def shown_changes(changes: list[str], most: int = 3) -> str:
+    """The first `most` of `config_changes`' lines for a one-line message, and how many more there are."""
+    return "; ".join(changes[:most]) + (f"; and {len(changes) - most} more" if len(changes) > most else "")
+
+
 def check_same_run(run_dir: Path, current_yaml: str, resuming: bool, config_file: str = "config.yaml") -> None:
     """A run dir belongs to one run: refuse a different config where a run saved work, unless resuming.
 
@@ -257,7 +262,7 @@ def check_same_run(run_dir: Path, current_yaml: str, resuming: bool, config_file
     changes = config_changes(saved.read_text(), current_yaml)
     if not changes:
         return
-    shown = "; ".join(changes[:3]) + (f"; and {len(changes) - 3} more" if len(changes) > 3 else "")
+    shown = shown_changes(changes)
     if resuming:
         log.warning("Resuming %s with a changed config: %s", run_dir, shown)
         return
