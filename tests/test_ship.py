@@ -186,9 +186,9 @@ class TestVllmArguments:
         (tmp_path / "adapter_config.json").write_text(json.dumps({"r": 1024}))
         with pytest.raises(ConfigError, match="above vLLM's largest"):
             engine_arguments("m", str(tmp_path))
-        assert sampling_arguments(512) == {
+        assert sampling_arguments(512, {7, 2}) == {
             "temperature": 0.0, "max_tokens": 512, "repetition_penalty": 1.0, "presence_penalty": 0.0,
-            "frequency_penalty": 0.0,
+            "frequency_penalty": 0.0, "stop_token_ids": [2, 7],
         }  # fmt: skip
 
 

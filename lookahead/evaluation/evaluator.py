@@ -81,14 +81,13 @@ class Evaluator:
         return "vllm" if has_vllm and torch.cuda.is_available() else "transformers"
 
     def _generate_vllm(self, prompts: list[list[int]], max_new_tokens: int) -> list[list[int]]:
-        from lookahead.evaluation import vllm_backend
-
-        stops = set(stop_token_ids(self.loaded.model, self.tokenizer))
-        if self.loaded.is_adapter:  # the base model plus the adapter through vLLM's LoRA support
-            return vllm_backend.generate(
-                self.loaded.model_path, self.loaded.adapter_dir, prompts, max_new_tokens, stops
+        loaded = self.loaded
+        stops = set(stop_token_ids(loaded.model, self.tokenizer))
+        if loaded.is_adapter:  # the base model plus the adapter through vLLM's LoRA support; the seed without it
+            return loaded.engines.generate(
+                loaded.model_path, loaded.adapter_dir, prompts, max_new_tokens, stops, loaded.adapter_enabled
             )
-        return vllm_backend.generate(self.loaded.model.name_or_path, None, prompts, max_new_tokens, stops)
+        return loaded.engines.generate(loaded.model.name_or_path, None, prompts, max_new_tokens, stops)
 
     def generate_task(self, name: str) -> tuple[list[str], list[str], list[str]]:
         """(user prompts, references, generations) for a prompt/reference task such as gsm8k or samsum."""

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig
 
+from lookahead.evaluation.vllm_backend import VllmEngines
 from lookahead.models.loading import load_model, load_tokenizer, resolve_model_path
 from lookahead.models.runs import NO_LORA, is_adapter, load_adapter_model, read_run
 
@@ -25,6 +26,10 @@ class LoadedModel:
     model_path: str
     seed: int
     adapter_dir: str | None = None  # a LoRA run's final/ folder
+    # False: the seed of a LoRA run, i.e. the same model with its adapter switched off (HF: disable_adapter(); vLLM:
+    # no LoRARequest). A seed view shares `engines` with the run's, so vLLM serves both from one engine.
+    adapter_enabled: bool = True
+    engines: VllmEngines = field(default_factory=VllmEngines, repr=False)
 
     def load_seed(self) -> Any:
         """A separate copy of the seed model (full fine-tunes only; LoRA runs disable their adapter instead), on the

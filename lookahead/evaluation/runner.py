@@ -113,8 +113,9 @@ def evaluate_seed(cfg: DictConfig, loaded: LoadedModel, out_dir: Path, judge_api
         if is_main:
             out_dir.mkdir(parents=True, exist_ok=True)
         if loaded.is_adapter:  # the same weights with the adapter switched off: no second copy in memory
+            seed = dataclasses.replace(loaded, adapter_enabled=False, name=f"{loaded.model_cfg.name} (seed)")
             with loaded.model.disable_adapter():
-                fresh = run_suites(Evaluator(cfg, loaded, out_dir, judge_api_key, is_main), todo)
+                fresh = run_suites(Evaluator(cfg, seed, out_dir, judge_api_key, is_main), todo)
         else:
             seed = dataclasses.replace(loaded, model=loaded.load_seed(), name=f"{loaded.model_cfg.name} (seed)")
             fresh = run_suites(Evaluator(cfg, seed, out_dir, judge_api_key, is_main), todo)
@@ -161,9 +162,15 @@ def evaluate(cfg: DictConfig, judge_api_key: str | None = None) -> dict[str, Any
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     loaded = load_for_evaluation(cfg)
-    if torch.cuda.is_available():
-        loaded.model.to(state.device)
     evaluator = Evaluator(cfg, loaded, out_dir, judge_api_key, state.is_main_process)
+    if evaluator.backend == "vllm" and state.num_processes > 1:
+        raise ConfigError(
+            "generation.backend=vllm runs in one process (vLLM places the model on the GPUs itself): start evaluate.py "
+            "without accelerate launch, or use generation.backend=transformers"
+        )
+    # vLLM holds its own copy of the weights: the HF model goes to the GPU only where it generates or scores (KL).
+    if torch.cuda.is_available() and (evaluator.backend != "vllm" or "kl" in suites):
+        loaded.model.to(state.device)
     results: dict[str, Any] = {"model": loaded.name, "run_dir": cfg.get("run_dir")}
 
     def save(partial: dict[str, Any]) -> None:  # after every suite: a later failure keeps the finished ones
