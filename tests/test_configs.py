@@ -14,7 +14,7 @@ from omegaconf import OmegaConf
 from lookahead.commands.compose import CONFIG_DIR
 from lookahead.errors import ConfigError
 from lookahead.preview import RealPrefix, Vanilla, VirtualPrefix
-from lookahead.training.config import gradient_accumulation, training_arguments_kwargs, validate
+from lookahead.training.config import batch_layout, training_arguments_kwargs, validate
 from tests.conftest import compose
 
 TABLE1_METHODS = ("vanilla", "sdft", "constrained_sft", "real_prefix", "virtual_prefix")
@@ -81,7 +81,9 @@ class TestConfigGroups:
         assert cfg.model.path == "meta-llama/Llama-2-7b-chat-hf" and cfg.lora.r is None
         assert (t.learning_rate, t.num_train_epochs, t.effective_batch_size, t.adam_beta1) == (2e-5, 3, 64, 0.5)
         assert t.bf16 and t.warmup_steps == 0 and t.max_seq_length == {"gsm8k": 512, "samsum": 1024}[cfg.dataset.name]
-        assert gradient_accumulation(t, world_size=4) * t.per_device_train_batch_size * 4 == 64
+        for processes in (1, 2, 4, 8, 16, 32, 64):  # one GPU to 8 nodes x 8: the recipe keeps its batch of 64
+            per_device, accumulation = batch_layout(t, world_size=processes)
+            assert per_device * accumulation * processes == 64 and per_device <= t.per_device_train_batch_size
         if experiment.startswith("table1_"):  # a row of the paper's Table 1: its dataset and method
             _, dataset, method = experiment.split("_", 2)
             run = (cfg.dataset.name, cfg.objective.name if cfg.objective.name != "sft" else cfg.method.name)
@@ -136,9 +138,43 @@ class TestTrainerArguments:
         t = OmegaConf.create(
             {"per_device_train_batch_size": 16, "gradient_accumulation_steps": 1, "effective_batch_size": 64}
         )
-        assert gradient_accumulation(t, world_size=2) == 2
-        with pytest.raises(ConfigError, match="effective_batch_size=64 is not a multiple"):
-            gradient_accumulation(t, world_size=3)
+        assert batch_layout(t, world_size=2) == (16, 2)
+        with pytest.raises(ConfigError, match="effective_batch_size=64 is not a multiple of the 3 processes"):
+            batch_layout(t, world_size=3)
+        t.per_device_train_batch_size = 12
+        with pytest.raises(ConfigError, match="effective_batch_size=64 is not a multiple of per_device"):
+            batch_layout(t, world_size=2)
+
+    def test_processes_beyond_the_effective_batch_shrink_the_per_device_batch(self, tmp_path):
+        """The paper's recipe on 8 GPUs: 16 per device x 8 = 128 > 64 used to stop the run at start."""
+        cfg = compose(["experiment=paper_gsm8k"])
+        assert batch_layout(cfg.trainer, world_size=8) == (8, 1)
+        kwargs = training_arguments_kwargs(cfg, str(tmp_path), world_size=8)
+        assert (kwargs["per_device_train_batch_size"], kwargs["gradient_accumulation_steps"]) == (8, 1)
+
+    def test_every_trainable_weight_is_used_so_ddp_skips_its_unused_parameter_search(self, tmp_path):
+        kwargs = training_arguments_kwargs(compose([]), str(tmp_path), world_size=2)
+        assert kwargs["ddp_find_unused_parameters"] is False and kwargs["ddp_timeout"] == 7200
+
+    @pytest.mark.parametrize(
+        ("overrides", "launcher", "expected"),
+        [
+            ([], "bf16", {"bf16": True, "fp16": False}),
+            ([], "no", {"bf16": False, "fp16": False}),
+            ([], None, {"bf16": False, "fp16": False}),
+            (["trainer.bf16=true"], "bf16", {"bf16": True, "fp16": False}),
+            (["trainer.bf16=true"], None, {"bf16": True, "fp16": False}),
+            (["trainer.fp16=true"], "bf16", "trainer.fp16=true but the launcher's mixed_precision is bf16"),
+        ],
+    )
+    def test_the_launchers_mixed_precision_becomes_the_runs(self, tmp_path, overrides, launcher, expected):
+        cfg = compose(overrides)
+        if isinstance(expected, str):
+            with pytest.raises(ConfigError, match=expected):
+                training_arguments_kwargs(cfg, str(tmp_path), world_size=1, launcher_precision=launcher)
+            return
+        kwargs = training_arguments_kwargs(cfg, str(tmp_path), world_size=1, launcher_precision=launcher)
+        assert {k: kwargs[k] for k in ("bf16", "fp16")} == expected
 
     @pytest.mark.parametrize(
         ("override", "message"),

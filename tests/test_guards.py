@@ -119,7 +119,7 @@ def test_safe_lora_top_fraction_projects_the_least_aligned_layers(pair, tmp_path
 def test_asft_penalty_is_zero_along_v_and_the_squared_orthogonal_norm_otherwise(pair):
     aligned, base, directions = pair
     model = lora_model()
-    guard = AsFT(str(aligned), str(base), lam=2.0)
+    guard = AsFT(str(aligned), str(base), lam=2.0, projector="exact", energy=1.0)
     guard.prepare(model, is_lora=True)
     modules = layers(model)
     with torch.no_grad():  # every B inside V's column space: the update B A lies along V
@@ -145,7 +145,7 @@ def test_asft_on_a_full_finetune_measures_the_update_from_the_seed(pair):
     aligned, base, directions = pair
     cfg = tiny_cfg()
     model = build_tiny_llama(cfg.model, load_tokenizer("chatml-style"), seed=0)
-    guard = AsFT(str(aligned), str(base), lam=1.0, target_modules=TARGETS)
+    guard = AsFT(str(aligned), str(base), lam=1.0, projector="exact", energy=1.0, target_modules=TARGETS)
     guard.prepare(model, is_lora=False)
     assert guard.penalty(model).detach().item() == 0.0  # no update yet
     name, param = next((n, p) for n, p in model.named_parameters() if "q_proj" in n)
@@ -156,6 +156,69 @@ def test_asft_on_a_full_finetune_measures_the_update_from_the_seed(pair):
     with torch.no_grad():
         param += orthogonal
     assert guard.penalty(model).detach().item() == pytest.approx(float((orthogonal**2).sum()), rel=1e-4)
+
+
+@pytest.fixture
+def full_rank_pair(tmp_path):
+    """(aligned folder, base folder, {weight name: V}) where V perturbs every weight at full rank, as RLHF does."""
+    cfg = tiny_cfg()
+    tokenizer = load_tokenizer("chatml-style")
+    aligned = build_tiny_llama(cfg.model, tokenizer, seed=0)
+    base = build_tiny_llama(cfg.model, tokenizer, seed=0)
+    generator = torch.Generator().manual_seed(7)
+    directions = {}
+    with torch.no_grad():
+        for name, param in base.named_parameters():
+            if any(t in name for t in TARGETS):
+                # decaying singular values, so a share of the energy sits in a few leading directions
+                u = torch.linalg.qr(torch.randn(param.shape[0], param.shape[0], generator=generator))[0]
+                w = torch.linalg.qr(torch.randn(param.shape[1], param.shape[1], generator=generator))[0]
+                k = min(param.shape)
+                s = torch.tensor([0.9**i for i in range(k)])
+                directions[name] = u[:, :k] @ torch.diag(s) @ w[:, :k].T
+                param -= directions[name]
+    aligned.save_pretrained(tmp_path / "aligned-full")
+    base.save_pretrained(tmp_path / "base-full")
+    return tmp_path / "aligned-full", tmp_path / "base-full", directions
+
+
+class TestAsftOnAFullRankDirection:
+    """An RLHF'd model's V has full numerical rank. With every direction kept, P = I and AsFT silently did nothing."""
+
+    def test_the_default_guard_penalises_a_generic_update(self, full_rank_pair):
+        aligned, base, _ = full_rank_pair
+        model = lora_model(seed=5)
+        for guard in (AsFT(str(aligned), str(base)), AsFT(str(aligned), str(base), projector="exact")):
+            guard.prepare(model, is_lora=True)
+            assert guard.penalty(model).detach().item() > 1e-3, guard.projector
+
+    def test_exact_keeps_the_energy_share_and_an_update_inside_it_costs_nothing(self, full_rank_pair):
+        aligned, base, directions = full_rank_pair
+        model = lora_model(seed=5)
+        guard = AsFT(str(aligned), str(base), projector="exact", energy=0.9)
+        guard.prepare(model, is_lora=True)
+        kept = guard.kept_ranks()
+        for name, (k, full) in kept.items():
+            s = torch.linalg.svdvals(directions[name])
+            share = torch.cumsum(s**2, 0) / (s**2).sum()
+            assert k == int((share < 0.9).sum()) + 1 and 1 <= k < full  # the fewest that reach 90%
+        assert guard.finalize(model, None)["kept"] == kept
+        with torch.no_grad():  # every B inside the kept directions
+            for name, m in layers(model).items():
+                u = torch.linalg.svd(directions[name], full_matrices=False)[0][:, : kept[name][0]]
+                m.lora_B["default"].weight.copy_(u @ torch.randn(u.shape[1], m.lora_B["default"].weight.shape[1]))
+        assert guard.penalty(model).detach().item() == pytest.approx(0.0, abs=1e-6)
+
+    def test_keeping_every_direction_is_the_identity_and_is_warned_about(self, full_rank_pair, caplog):
+        aligned, base, _ = full_rank_pair
+        model = lora_model(seed=5)
+        guard = AsFT(str(aligned), str(base), projector="exact", energy=1.0)
+        with caplog.at_level("WARNING"):
+            guard.prepare(model, is_lora=True)
+        assert guard.penalty(model).detach().item() == pytest.approx(0.0, abs=1e-6)
+        assert "every layer's projector is the identity" in caplog.text
+        with pytest.raises(ConfigError, match=r"guard.energy=0: must be in \(0, 1\]"):
+            AsFT(str(aligned), str(base), energy=0)
 
 
 def test_guards_refuse_what_they_cannot_do(pair):

@@ -1,12 +1,19 @@
 """AsFT (Yang et al., 2025): a training-time penalty on the part of each update that leaves the alignment subspace.
 
-With V = W_aligned - W_base per adapted weight and P the orthogonal projector onto V's column space
-(`guard.projector=exact`, the default; `paper` uses Safe LoRA's C = V V^T / ||V||_F), the loss gains
+With V = W_aligned - W_base per adapted weight, the loss gains
 
-    lam * sum over layers ||(I - P) dW||_F^2
+    lam * sum over layers ||(I - C) dW||_F^2
 
 where dW is the LoRA update scale * B A, or, for a full fine-tune, W - W_seed (the seed's weights are kept for the
-adapted layers). An update along V costs nothing; one orthogonal to it costs its squared norm.
+adapted layers). This is the regulariser of AsFT's paper and code (PKU-YuanGroup/AsFT, utils/AsFT_train_utils.py:
+`(identity - c_hat) @ delta_w`, `lambda_reg * ||.||_F^2`), with C as that code builds it from Safe LoRA: C = V V^T /
+||V||_F (`guard.projector=paper`, the default). It is not a projector, so no update is entirely free.
+
+`guard.projector=exact` (a deviation) uses P = U U^T, the orthogonal projector onto V's leading singular directions
+holding `guard.energy` of ||V||_F^2 (0.9 by default), so an update inside them costs exactly 0 and one orthogonal to
+them its squared norm. `energy: 1.0` keeps V's whole numerical rank: right for a low-rank V (a LoRA merge, the CPU
+testbed's seed), but on an RLHF'd model's full-rank V it makes P = I and the penalty 0, which is warned about.
+Every layer's kept rank is logged and returned in the run's guard report.
 """
 
 from __future__ import annotations
@@ -30,8 +37,9 @@ class AsFT:
     aligned_model: str | None = None
     base_model: str | None = None
     lam: float = 1.0
-    projector: str = "exact"
-    rank: int | None = None  # keep at most this many alignment directions per layer (memory on large models)
+    projector: str = "paper"
+    rank: int | None = None  # `exact`: keep at most this many alignment directions per layer (memory on large models)
+    energy: float = 0.9  # `exact`: keep the leading directions that hold this share of ||V||_F^2 (1.0: all of them)
     target_modules: list[str] | None = None  # full fine-tunes: which weights (null: the attention and MLP projections)
     name: str = "asft"
     tag: str = "-asft"
@@ -45,6 +53,8 @@ class AsFT:
             raise ConfigError(f"guard.lam={self.lam!r}: must be >= 0")
         if self.projector not in PROJECTORS:
             raise ConfigError(f"guard.projector={self.projector!r}: expected one of {list(PROJECTORS)}")
+        if not 0 < float(self.energy) <= 1:
+            raise ConfigError(f"guard.energy={self.energy!r}: must be in (0, 1]")
 
     def prepare(self, model: Any, is_lora: bool) -> None:
         if is_lora:
@@ -64,11 +74,25 @@ class AsFT:
                     self.targets[weight_name(name)] = (module, module.weight.detach().clone())  # the seed's weight
         if not self.targets:
             raise ConfigError("guard=asft: no adapted layer found to regularise")
+        names = list(self.targets)
         for direction in stream_directions(
-            self.aligned_model, self.base_model, list(self.targets), self.projector, self.rank
+            self.aligned_model, self.base_model, names, self.projector, self.rank, energy=float(self.energy)
         ):
             self.directions[direction.name] = direction
         log.info("AsFT: %d layers regularised, lam=%s, projector=%s", len(self.directions), self.lam, self.projector)
+        if self.projector == "exact":
+            kept = self.kept_ranks()
+            log.info("AsFT: directions kept per layer (energy %s): %s", self.energy, kept)
+            identity = [n for n, d in self.directions.items() if d.is_identity]
+            if identity and len(identity) == len(self.directions):
+                log.warning(
+                    "AsFT: every layer's projector is the identity, so the penalty is 0 for any update and the run "
+                    "trains as without a guard; lower guard.energy"
+                )
+
+    def kept_ranks(self) -> dict[str, list[int]]:
+        """`exact`: per layer, [directions kept, directions there are]."""
+        return {n: [d.kept, d.full] for n, d in self.directions.items() if d.kept is not None}
 
     def penalty(self, model: Any) -> torch.Tensor | None:
         if not self.lam:
@@ -89,7 +113,11 @@ class AsFT:
         return float(self.lam) * total
 
     def finalize(self, model: Any, run_dir: Any) -> dict[str, Any]:
-        return {"guard": self.name, "lam": float(self.lam), "projector": self.projector, "layers": len(self.directions)}
+        report = {"guard": self.name, "lam": float(self.lam), "projector": self.projector}
+        report["layers"] = len(self.directions)
+        if self.projector == "exact":
+            report.update(energy=float(self.energy), kept=self.kept_ranks())
+        return report
 
     def describe(self) -> str:
         return (

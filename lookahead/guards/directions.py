@@ -5,10 +5,13 @@ The two models are never loaded: their safetensors are opened lazily (`safe_open
 read, differenced and reduced to what the guard keeps, so memory holds one layer pair at a time.
 
 Projectors (`guard.projector`):
-- `paper`: C = V V^T / ||V||_F, as Safe LoRA's code computes it (not idempotent: it scales directions by their singular
-  values over ||V||_F);
-- `exact`: P = U U^T, the orthogonal projector onto V's column space (U: V's left singular vectors with singular value
-  above `rtol` x the largest, at most `rank` of them), so an update along V is left exactly as it is.
+- `paper`: C = V V^T / ||V||_F, as Safe LoRA's code computes it and AsFT's code reuses (not idempotent: it scales
+  directions by their singular values over ||V||_F);
+- `exact`: P = U U^T, the orthogonal projector onto V's leading left singular vectors: the fewest that hold `energy`
+  of V's squared Frobenius norm (and never one below `rtol` x the largest singular value), at most `rank` of them.
+  An update inside that subspace is left exactly as it is. `energy=1.0` keeps V's whole numerical rank, which for a
+  full fine-tune's V (an RLHF'd model against its base, stored in 16 bits) is every direction: P = I, and a guard
+  built on it does nothing, so `direction_of` warns.
 """
 
 from __future__ import annotations
@@ -84,6 +87,13 @@ class Direction:
     basis: torch.Tensor | None  # `exact`: U (out x k), orthonormal columns
     matrix: torch.Tensor | None  # `paper`: C (out x out)
     norm: float  # ||V||_F
+    kept: int | None = None  # `exact`: k, the directions kept
+    full: int | None = None  # `exact`: min(out, in), the most there can be
+
+    @property
+    def is_identity(self) -> bool:
+        """Whether an `exact` projector keeps every direction there is (P = I: nothing is outside it)."""
+        return self.kept is not None and self.full is not None and self.kept >= self.full
 
     def project(self, update: torch.Tensor) -> torch.Tensor:
         """The projection of an update (out x anything) onto this layer's alignment subspace."""
@@ -93,15 +103,36 @@ class Direction:
         return self.matrix.to(update.device, update.dtype) @ update
 
 
-def direction_of(name: str, v: torch.Tensor, projector: str, rank: int | None, rtol: float) -> Direction:
+def kept_directions(s: torch.Tensor, energy: float, rtol: float) -> int:
+    """The fewest leading singular values whose squares hold `energy` of the total, none below rtol x the largest."""
+    if s.numel() == 0 or float(s.max()) <= 0:
+        return 0
+    above = int((s > rtol * s.max()).sum())
+    if energy >= 1.0:
+        return above
+    share = torch.cumsum(s.double() ** 2, 0) / (s.double() ** 2).sum()
+    return min(above, int((share < energy - 1e-12).sum()) + 1)
+
+
+def direction_of(
+    name: str, v: torch.Tensor, projector: str, rank: int | None, rtol: float, energy: float = 1.0
+) -> Direction:
     norm = float(torch.linalg.matrix_norm(v))
     if projector == "paper":
         return Direction(name, None, (v @ v.T) / max(norm, 1e-12), norm)
     u, s, _ = torch.linalg.svd(v, full_matrices=False)
-    keep = int((s > rtol * s.max()).sum()) if norm > 0 else 0
+    keep = kept_directions(s, energy, rtol) if norm > 0 else 0
     if rank:
         keep = min(keep, int(rank))
-    return Direction(name, u[:, :keep].contiguous(), None, norm)
+    direction = Direction(name, u[:, :keep].contiguous(), None, norm, keep, min(v.shape))
+    if direction.is_identity and min(v.shape) > 1:
+        log.warning(
+            "%s: the alignment direction has full rank (%d) and every direction is kept, so the projector is the "
+            "identity and nothing is outside it; lower guard.energy or set guard.rank",
+            name,
+            keep,
+        )
+    return direction
 
 
 def stream_directions(
@@ -111,6 +142,7 @@ def stream_directions(
     projector: str = "exact",
     rank: int | None = None,
     rtol: float = 1e-6,
+    energy: float = 1.0,
 ) -> Iterator[Direction]:
     """One `Direction` per weight name, reading one (aligned, base) tensor pair at a time."""
     if projector not in PROJECTORS:
@@ -124,7 +156,7 @@ def stream_directions(
                 f"guard: {name} is {tuple(a.shape)} in guard.aligned_model and {tuple(b.shape)} in guard.base_model; "
                 "they must be the same architecture"
             )
-        yield direction_of(name, a - b, projector, rank, rtol)
+        yield direction_of(name, a - b, projector, rank, rtol, energy)
         del a, b
 
 

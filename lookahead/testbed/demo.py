@@ -41,7 +41,8 @@ PREVIEWS = {
 PROTECTIONS = {
     "": [],
     "safe_lora": ["guard=safe_lora"],
-    "asft": ["guard=asft"],
+    # As measured: the orthogonal projector onto all of the seed's V (a rank-16 LoRA merge), not AsFT's own C.
+    "asft": ["guard=asft", "guard.projector=exact", "guard.energy=1.0"],
     "constrained_sft": ["objective=constrained_sft"],
     "safety_mix": ["dataset.safety_mix=0.05", "dataset.safety_path={seed_dir}/refusals.jsonl"],
 }

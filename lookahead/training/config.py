@@ -86,25 +86,63 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(f"resume={cfg.resume!r}: expected null, auto or a checkpoint path")
 
 
-def gradient_accumulation(trainer_cfg: DictConfig, world_size: int) -> int:
-    """Accumulation steps; derived from `effective_batch_size` when that is set, so a recipe keeps its batch."""
+def batch_layout(trainer_cfg: DictConfig, world_size: int) -> tuple[int, int]:
+    """(per-device batch, accumulation steps). With `effective_batch_size`, accumulation is derived so a recipe keeps
+    its batch at any process count; where the processes alone exceed it at the configured per-device batch (the
+    paper's 64 at 16 per device on 8 GPUs), the per-device batch shrinks to effective / processes."""
+    per_device = int(trainer_cfg.per_device_train_batch_size)
     effective = trainer_cfg.get("effective_batch_size")
     if effective is None:
-        return int(trainer_cfg.gradient_accumulation_steps)
-    per_step = int(trainer_cfg.per_device_train_batch_size) * world_size
+        return per_device, int(trainer_cfg.gradient_accumulation_steps)
+    if effective % world_size:
+        raise ConfigError(
+            f"trainer.effective_batch_size={effective} is not a multiple of the {world_size} processes; change it or "
+            "the process count"
+        )
+    if per_device * world_size > effective:
+        log.warning(
+            "trainer.effective_batch_size=%d on %d processes: per-device batch %d instead of %d",
+            effective,
+            world_size,
+            effective // world_size,
+            per_device,
+        )
+        per_device = effective // world_size
+    per_step = per_device * world_size
     if effective % per_step:
         raise ConfigError(
             f"trainer.effective_batch_size={effective} is not a multiple of per_device_train_batch_size x processes "
             f"= {per_step}; change one of them"
         )
-    return effective // per_step
+    return per_device, effective // per_step
 
 
-def training_arguments_kwargs(cfg: DictConfig, run_dir: str, world_size: int) -> dict[str, Any]:
-    """Keyword arguments for `transformers.TrainingArguments`, from `cfg.trainer` and the logger choice."""
+def adopt_launcher_precision(kwargs: dict[str, Any], launcher_precision: str | None) -> None:
+    """A launcher's mixed precision (`accelerate launch` with mixed_precision: bf16) becomes the run's, so the Trainer
+    and DeepSpeed agree: transformers refuses a DeepSpeed bf16 config with `bf16=false`. A conflict is an error."""
+    if launcher_precision in (None, "", "no") or kwargs.get("bf16") or kwargs.get("fp16"):
+        chosen = "bf16" if kwargs.get("bf16") else "fp16" if kwargs.get("fp16") else None
+        if chosen and launcher_precision not in (None, "", "no", chosen):
+            raise ConfigError(
+                f"trainer.{chosen}=true but the launcher's mixed_precision is {launcher_precision}: set one of them "
+                "to match the other"
+            )
+        return
+    if launcher_precision not in ("bf16", "fp16"):
+        raise ConfigError(f"the launcher's mixed_precision={launcher_precision!r}: lookahead trains in bf16 or fp16")
+    log.info("trainer.%s=true, from the launcher's mixed_precision", launcher_precision)
+    kwargs[launcher_precision] = True
+
+
+def training_arguments_kwargs(
+    cfg: DictConfig, run_dir: str, world_size: int, launcher_precision: str | None = None
+) -> dict[str, Any]:
+    """Keyword arguments for `transformers.TrainingArguments`, from `cfg.trainer`, the logger choice and the
+    launcher's mixed precision (accelerate's `ACCELERATE_MIXED_PRECISION`, read by the caller)."""
     t = OmegaConf.to_container(cfg.trainer, resolve=True)
     kwargs = {k: v for k, v in t.items() if k not in _OWN_TRAINER_KEYS}
-    kwargs["gradient_accumulation_steps"] = gradient_accumulation(cfg.trainer, world_size)
+    kwargs["per_device_train_batch_size"], kwargs["gradient_accumulation_steps"] = batch_layout(cfg.trainer, world_size)
+    adopt_launcher_precision(kwargs, launcher_precision)
     report_to = {"wandb": ["wandb"], "tensorboard": ["tensorboard"], "none": []}[cfg.logger.name]
     if cfg.logger.name == "wandb" and cfg.logger.mode == "disabled":
         report_to = []

@@ -13,13 +13,17 @@ import logging
 import os
 import re
 from collections.abc import MutableMapping
+from datetime import timedelta
 from typing import Any
 
 log = logging.getLogger(__name__)
 
 
-def join_process_group() -> Any:
+def join_process_group(timeout_s: float | None = None) -> Any:
     """accelerate's PartialState (gloo over CPU processes without CUDA), with the group torn down at exit.
+
+    `timeout_s` (`trainer.ddp_timeout`) is how long a rank waits in a collective: rank 0 alone writes SDFT's rewrites
+    or the seed's reference log-probs while the others wait at a barrier, far past NCCL's default of 10 minutes.
 
     Left to the interpreter's finalisation, a gloo or NCCL group's threads can be destroyed while still joinable, and
     the rank then dies with SIGABRT ("terminate called without an active exception") after its work is saved, which
@@ -28,11 +32,18 @@ def join_process_group() -> Any:
     import torch
     from accelerate import PartialState
 
-    state = PartialState(cpu=not torch.cuda.is_available())
+    kwargs = {"timeout": timedelta(seconds=timeout_s)} if timeout_s else {}
+    state = PartialState(cpu=not torch.cuda.is_available(), **kwargs)
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         atexit.unregister(_release_process_group)  # once per process, however many jobs a multirun starts
         atexit.register(_release_process_group)
     return state
+
+
+def launcher_mixed_precision(environ: MutableMapping[str, str] | None = None) -> str | None:
+    """The mixed precision `accelerate launch` was given (its config's `mixed_precision`), or None."""
+    env = os.environ if environ is None else environ
+    return env.get("ACCELERATE_MIXED_PRECISION")
 
 
 def _release_process_group() -> None:

@@ -19,7 +19,7 @@ from transformers import TrainingArguments, set_seed
 from lookahead.components import build_guard, build_objective, build_preview
 from lookahead.data.prepare import TrainingData, prepare_training_data, refilter
 from lookahead.data.sampler import LengthGroupedOrder
-from lookahead.errors import Interrupted
+from lookahead.errors import ConfigError, Interrupted
 from lookahead.models.loading import load_model, load_tokenizer, resolve_model_path
 from lookahead.models.lora import apply_lora, check_lora_targets, is_lora
 from lookahead.objectives.base import PrepareContext
@@ -40,7 +40,7 @@ from lookahead.training.checkpoints import (
     truncate_metrics,
 )
 from lookahead.training.config import training_arguments_kwargs, validate
-from lookahead.training.distributed import adopt_slurm_tasks, join_process_group
+from lookahead.training.distributed import adopt_slurm_tasks, join_process_group, launcher_mixed_precision
 from lookahead.training.loggers import finish_experiment_logger, start_experiment_logger
 from lookahead.training.safeguards import StopRequest
 from lookahead.training.summary import last_logged, write_summary
@@ -130,10 +130,22 @@ def attach_seed_reference(cfg: DictConfig, data: TrainingData, model: Any, state
         example["ref_logps"] = ref
 
 
+def build_training_arguments(cfg: DictConfig, run_dir: Path, state: Any) -> TrainingArguments:
+    """Built before the model loads: under DeepSpeed ZeRO-3, TrainingArguments registers the ZeRO config with
+    transformers, so `from_pretrained` loads each rank's partition (`zero3_init_flag`) instead of the whole model."""
+    kwargs = training_arguments_kwargs(cfg, str(run_dir), state.num_processes, launcher_mixed_precision())
+    return TrainingArguments(**kwargs)
+
+
 def build_trainer(
-    cfg: DictConfig, model: Any, data: TrainingData, objective: Any, guard: Any, run_dir: Path, state: Any
+    cfg: DictConfig,
+    args: TrainingArguments,
+    model: Any,
+    data: TrainingData,
+    objective: Any,
+    guard: Any,
+    run_dir: Path,
 ) -> LookaheadTrainer:
-    args = TrainingArguments(**training_arguments_kwargs(cfg, str(run_dir), state.num_processes))
     train_dataset: Any = data.train
     if cfg.trainer.group_by_length:  # a seeded order per epoch: a resumed run sees the same batches
         group = args.train_batch_size * args.gradient_accumulation_steps
@@ -199,10 +211,60 @@ def finish_from_checkpoint(trainer: LookaheadTrainer, checkpoint: Path) -> Any:
     return TrainOutput(trainer.state.global_step, last_logged(trainer.state.log_history, "loss"), {})
 
 
+def is_finished(trainer: LookaheadTrainer, resume_from: Path | None) -> bool:
+    """Whether the checkpoint to resume from is at `max_steps`: the run trained to the end and stopped before final/."""
+    return resume_from is not None and 0 < trainer.args.max_steps <= checkpoint_step(resume_from)
+
+
+_WEIGHT_FILES = ("adapter_model.safetensors", "adapter_config.json", "config.json", "generation_config.json")
+
+
+def copy_checkpoint_weights(checkpoint: Path, final_dir: Path) -> list[str]:
+    """Under DeepSpeed a run resumed at `max_steps` never builds its engine, so `Trainer.save_model` cannot gather
+    weights: final/ takes the finished checkpoint's consolidated weights instead (the 16-bit model ZeRO-3 writes with
+    `zero3_save_16bit_model`, or an adapter). Returns the files copied."""
+    import shutil
+
+    names = [n for n in _WEIGHT_FILES if (checkpoint / n).is_file()]
+    names += sorted(p.name for p in checkpoint.glob("model*.safetensors*"))
+    if not any(n.endswith((".safetensors", ".safetensors.index.json")) for n in names):
+        raise ConfigError(
+            f"{checkpoint}: the run finished there but the checkpoint holds no consolidated weights (DeepSpeed ZeRO-3 "
+            "without zero3_save_16bit_model); convert it with its zero_to_fp32.py, or resume from an earlier checkpoint"
+        )
+    final_dir.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        shutil.copy2(checkpoint / name, final_dir / name)
+    return names
+
+
+def save_weights(trainer: LookaheadTrainer, final_dir: Path, finished_from: Path | None) -> None:
+    """The trained adapter or model into final/; every rank calls it, since the sharded strategies gather together.
+
+    FSDP: the full state dict is gathered (`Accelerator.get_state_dict`) whatever `fsdp_state_dict_type` the
+    checkpoints use; `Trainer.save_model` writes nothing under `SHARDED_STATE_DICT`. DeepSpeed resumed at the end:
+    the finished checkpoint's weights (`copy_checkpoint_weights`)."""
+    if trainer.is_deepspeed_enabled and trainer.deepspeed is None and finished_from is not None:
+        if trainer.is_world_process_zero():
+            copy_checkpoint_weights(finished_from, final_dir)
+    elif trainer.is_fsdp_enabled:
+        state_dict = trainer.accelerator.get_state_dict(trainer.model)
+        if trainer.is_world_process_zero():
+            model = trainer.accelerator.unwrap_model(trainer.model)
+            model.save_pretrained(str(final_dir), state_dict=state_dict, safe_serialization=True)
+    else:
+        trainer.save_model(str(final_dir))
+
+
 def run_training(trainer: LookaheadTrainer, resume_from: Path | None, run_dir: Path, experiment_run: Any) -> Any:
     """`trainer.train()` under the stop-signal handlers; a failed checkpoint write or a signal becomes one error."""
-    finished = resume_from is not None and 0 < trainer.args.max_steps <= checkpoint_step(resume_from)
-    if finished and not (resume_from / "pytorch_model_fsdp_0").exists():
+    if is_finished(trainer, resume_from) and not trainer.is_fsdp_enabled:
+        if trainer.is_deepspeed_enabled:  # no engine is built; save_weights copies the checkpoint's weights
+            from transformers import TrainerState
+            from transformers.trainer_utils import TrainOutput
+
+            trainer.state = TrainerState.load_from_json(str(resume_from / "trainer_state.json"))
+            return TrainOutput(trainer.state.global_step, last_logged(trainer.state.log_history, "loss"), {})
         return finish_from_checkpoint(trainer, resume_from)
     try:
         with trainer.stop_request.installed():
@@ -269,11 +331,12 @@ def save_final(
     run_dir: Path,
     started: float,
     guarded: dict[str, Any] | None = None,
+    finished_from: Path | None = None,
 ) -> dict[str, Any]:
     """final/ (the adapter or model, its tokenizer, config and card) and summary.json; pushed when asked."""
     final_dir = run_dir / "final"
     trainer.model.config.use_cache = True  # the saved model is for inference
-    trainer.save_model(str(final_dir))  # every rank calls it: FSDP and DeepSpeed gather weights collectively
+    save_weights(trainer, final_dir, finished_from)
     history = trainer.state.log_history
     summary = {
         "run_dir": str(run_dir),
@@ -322,7 +385,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     validate(cfg)
     adopt_slurm_tasks()  # srun / submitit tasks without a launcher become ranks of one run
     # Joins the process group under `accelerate launch`; without CUDA that group is gloo over CPU processes.
-    state = join_process_group()
+    state = join_process_group(cfg.trainer.get("ddp_timeout"))
     run_dir = Path(cfg.paths.output_dir)
     is_main = state.is_main_process
     if is_main:
@@ -347,6 +410,7 @@ def _train(cfg: DictConfig, state: Any, run_dir: Path) -> dict[str, Any]:
     log.info("Data: %s", data.metrics)
     check_lora_targets(cfg.lora, cfg.model, model_path, data.tokenizer)
     objective = build_objective(cfg.objective)
+    args = build_training_arguments(cfg, run_dir, state)
 
     model = load_model(
         cfg.model, model_path, data.tokenizer, cfg.lora, seed=cfg.trainer.seed, local_rank=state.local_process_index
@@ -360,7 +424,7 @@ def _train(cfg: DictConfig, state: Any, run_dir: Path) -> dict[str, Any]:
     # Training never reuses a KV cache, and without one transformers can read packed sequences from position_ids.
     model.config.use_cache = False
 
-    trainer = build_trainer(cfg, model, data, objective, guard, run_dir, state)
+    trainer = build_trainer(cfg, args, model, data, objective, guard, run_dir)
     if state.is_main_process:
         start_metrics(data, run_dir, resume_from)
     experiment_run = start_experiment_logger(cfg, run_dir, is_main_process=state.is_main_process)
@@ -370,7 +434,8 @@ def _train(cfg: DictConfig, state: Any, run_dir: Path) -> dict[str, Any]:
     guarded = guard.finalize(
         trainer.accelerator.unwrap_model(trainer.model), run_dir if state.is_main_process else None
     )
-    summary = save_final(cfg, trainer, data, result, model_path, run_dir, started, guarded)
+    finished_from = resume_from if is_finished(trainer, resume_from) else None
+    summary = save_final(cfg, trainer, data, result, model_path, run_dir, started, guarded, finished_from)
     finish_experiment_logger(experiment_run, summary)
     state.wait_for_everyone()
     return summary

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from transformers import Trainer, TrainerCallback
 
-from lookahead.errors import TrainingDiverged
+from lookahead.errors import ConfigError, TrainingDiverged
 from lookahead.objectives.chunked_head import capture_hidden, chunk_tokens_for
 from lookahead.objectives.loss import AnswerTokenLoss
 from lookahead.objectives.reference import adapter_disabled_logps
@@ -43,14 +43,14 @@ class LookaheadTrainer(Trainer):
         self.guard_penalties: list[float] = []  # since the last log
         self.losses_finite: torch.Tensor | None = None
         self.chunk_tokens = self.chunked_head_tokens()
+        check_guard_placement(guard, weight_sharding(self))
 
     def chunked_head_tokens(self) -> int:
         """`trainer.loss_chunk_tokens` when the chunked answer-only head can serve this model, else 0 (full logits)."""
         blocked = None
-        if self.is_fsdp_enabled or (
-            self.is_deepspeed_enabled and getattr(self.accelerator.state.deepspeed_plugin, "zero_stage", 0) == 3
-        ):
-            blocked = "its weights are sharded outside the forward pass (FSDP / ZeRO-3)"
+        sharding = weight_sharding(self)
+        if sharding:
+            blocked = f"its weights are sharded outside the forward pass ({sharding})"
         elif self.args.use_liger_kernel:
             blocked = "trainer.use_liger_kernel=true brings its own fused loss"
         return chunk_tokens_for(self.model, self.answer_loss.chunk_tokens, blocked)
@@ -128,6 +128,26 @@ class LookaheadTrainer(Trainer):
                 logs["guard_penalty"] = sum(self.guard_penalties) / len(self.guard_penalties)
                 self.guard_penalties = []
         super().log(logs, start_time)
+
+
+def weight_sharding(trainer: Trainer) -> str | None:
+    """ "FSDP" or "DeepSpeed ZeRO-3" when each rank holds only a shard of the weights outside the forward pass (FSDP2
+    DTensors, ZeRO-3's empty partitions); None when every rank holds them whole (single process, DDP, ZeRO-1/2)."""
+    if trainer.is_fsdp_enabled:
+        return "FSDP"
+    if trainer.is_deepspeed_enabled and getattr(trainer.accelerator.state.deepspeed_plugin, "zero_stage", 0) == 3:
+        return "DeepSpeed ZeRO-3"
+    return None
+
+
+def check_guard_placement(guard: Any, sharding: str | None) -> None:
+    """Safe LoRA and AsFT read each adapted weight outside the forward pass, which sharded weights do not allow."""
+    if sharding and guard is not None and getattr(guard, "name", "none") != "none":
+        raise ConfigError(
+            f"guard={guard.name} reads whole weights outside the forward pass, which {sharding} shards across "
+            "processes: train it with DDP or DeepSpeed ZeRO-2 (configs/accelerate/ddp.yaml, deepspeed_zero2.yaml), "
+            "or use guard=none"
+        )
 
 
 class StepGuard(TrainerCallback):
