@@ -146,7 +146,9 @@ class TestFinalWeights:
     def test_fsdp_gathers_on_every_rank_and_writes_on_rank_zero(self, tmp_path):
         calls = []
         accelerator = SimpleNamespace(get_state_dict=lambda m: calls.append(m) or {}, unwrap_model=lambda m: m)
-        trainer = trainer_stub(is_fsdp_enabled=True, model="m", accelerator=accelerator, is_world_process_zero=lambda: False)  # fmt: skip
+        trainer = trainer_stub(
+            is_fsdp_enabled=True, model="m", accelerator=accelerator, is_world_process_zero=lambda: False
+        )
         save_weights(trainer, tmp_path / "final", finished_from=None)
         assert calls == ["m"] and not (tmp_path / "final").exists()
 

@@ -42,6 +42,7 @@ from lookahead.training.checkpoints import (
 from lookahead.training.config import training_arguments_kwargs, validate
 from lookahead.training.distributed import adopt_slurm_tasks, join_process_group, launcher_mixed_precision
 from lookahead.training.loggers import finish_experiment_logger, start_experiment_logger
+from lookahead.training.runlock import check_process_group, lock_run_dir
 from lookahead.training.safeguards import StopRequest
 from lookahead.training.summary import last_logged, write_summary
 from lookahead.training.trainer import LookaheadTrainer, StepGuard, close_progress_bars
@@ -386,11 +387,13 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     adopt_slurm_tasks()  # srun / submitit tasks without a launcher become ranks of one run
     # Joins the process group under `accelerate launch`; without CUDA that group is gloo over CPU processes.
     state = join_process_group(cfg.trainer.get("ddp_timeout"))
+    check_process_group(state)  # a launch whose machines never met: each process a rank 0 of its own
     run_dir = Path(cfg.paths.output_dir)
     is_main = state.is_main_process
     if is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
     state.wait_for_everyone()
+    lock = lock_run_dir(state, run_dir)  # one run dir, one writer; a lock left by a killed run is taken over
     log_file = setup_logging(run_dir, is_main)
     try:
         return _train(cfg, state, run_dir)
@@ -398,6 +401,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         if log_file is not None:
             logging.getLogger().removeHandler(log_file)
             log_file.close()
+        if lock is not None:
+            lock.release()
 
 
 def _train(cfg: DictConfig, state: Any, run_dir: Path) -> dict[str, Any]:
