@@ -11,6 +11,8 @@ shift
 : "${NUM_MACHINES:?set NUM_MACHINES}" "${MACHINE_RANK:?set MACHINE_RANK}" "${MAIN_PROCESS_IP:?set MAIN_PROCESS_IP}"
 gpus=${GPUS_PER_NODE:-8}
 cd "$(dirname "$0")/.."
+# On SIGTERM torchrun gives the workers this long to save their checkpoint before SIGKILL (its default: 30 s).
+export TORCH_ELASTIC_SHUTDOWN_TIMEOUT=${TORCH_ELASTIC_SHUTDOWN_TIMEOUT:-300}
 exec ${ACCELERATE:-accelerate} launch --config_file "$config" \
   --num_machines "$NUM_MACHINES" --machine_rank "$MACHINE_RANK" \
   --main_process_ip "$MAIN_PROCESS_IP" --main_process_port "${MAIN_PROCESS_PORT:-29500}" \

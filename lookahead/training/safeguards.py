@@ -1,13 +1,17 @@
 """What keeps a long run from losing work: stop signals, the non-finite loss guard, and their errors.
 
-SIGINT / SIGTERM ask the run to stop at the end of the current optimizer step, save a checkpoint and exit; a second
-signal aborts at once. Every process checks the same flags at the same step (reduced across processes), so a signal
+SIGINT / SIGTERM ask the run to stop at the end of the current optimizer step, save a checkpoint and exit. A second
+SIGINT (Ctrl-C pressed again) aborts at once; a repeated SIGTERM does not: under SLURM the job's SIGTERM reaches each
+worker twice, once from SLURM and once forwarded by torchrun, and aborting on the second lost the checkpoint that
+`#SBATCH --signal=TERM@120` exists to save. (torchrun then waits TORCH_ELASTIC_SHUTDOWN_TIMEOUT seconds before
+SIGKILL; scripts/slurm/train.sbatch sets it under the warning time.) Every process checks the same flags at the same step (reduced across processes), so a signal
 or a NaN seen by one rank stops all of them together instead of leaving the others waiting in a collective.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -32,9 +36,15 @@ class StopRequest:
         return signal.Signals(self.signum).name if self.signum is not None else ""
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if self.signum is not None:  # already stopping
+            if signum == signal.SIGINT:  # Ctrl-C again: the person at the terminal wants out now
+                signal.signal(signal.SIGINT, signal.SIG_DFL)
+                os.kill(os.getpid(), signal.SIGINT)
+                return
+            log.warning("%s received again: still saving a checkpoint after this step", signal.Signals(signum).name)
+            return
         self.signum = signum
-        signal.signal(signum, signal.SIG_DFL)  # a second signal of the same kind stops at once
-        log.warning("%s received: saving a checkpoint after this step, then stopping (send again to abort)", self.name)
+        log.warning("%s received: saving a checkpoint after this step, then stopping (Ctrl-C again aborts)", self.name)
 
     @contextmanager
     def installed(self) -> Iterator[StopRequest]:
