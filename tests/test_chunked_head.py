@@ -218,3 +218,47 @@ def test_kl_span_logits_equal_the_full_logits_at_those_positions():
     ids, span = torch.tensor([[1, 5, 7, 9, 11, 13]]), torch.tensor([2, 3, 4])
     with torch.no_grad():
         torch.testing.assert_close(span_logits(model, ids, span), model(input_ids=ids).logits[0, span])
+
+
+class TestLowPrecisionBases:
+    """The chunked head against full logits where users train: a 4-bit NF4 base (QLoRA) and bf16 weights."""
+
+    def perturbed(self, model):
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                if "lora_B" in name:
+                    p.normal_(0, 0.02, generator=torch.Generator().manual_seed(len(name)))
+        return model.eval()
+
+    def test_on_a_4_bit_base(self):
+        from lookahead.models.loading import load_model
+
+        tokenizer = load_tokenizer("chatml-style")
+        cfg = compose(["model=tiny", "lora=qlora"])
+        base = load_model(cfg.model, "", tokenizer, cfg.lora, seed=0, local_rank=0)
+        assert base.is_loaded_in_4bit
+        model = self.perturbed(apply_lora(base, cfg.lora, False))
+        batch = batches(tokenizer, "virtual_prefix")["padded"]
+        full_loss, full_grads, _ = loss_and_grads(model, batch, 0)
+        chunked_loss, chunked_grads, _ = loss_and_grads(model, batch, 64)
+        torch.testing.assert_close(chunked_loss, full_loss, atol=1e-4, rtol=1e-4)
+        assert full_grads.keys() == chunked_grads.keys() and len(full_grads) > 0
+        for name in full_grads:
+            torch.testing.assert_close(chunked_grads[name], full_grads[name], atol=1e-4, rtol=1e-2, msg=name)
+
+    @pytest.mark.parametrize("lora", ["lora", "none"])
+    def test_in_bf16(self, lora):
+        tokenizer = load_tokenizer("chatml-style")
+        cfg = compose(["model=tiny", "model.dtype=bfloat16", f"lora={lora}"])
+        model = self.perturbed(apply_lora(build_tiny_llama(cfg.model, tokenizer, seed=0), cfg.lora, False))
+        assert {p.dtype for n, p in model.named_parameters() if "lora_" not in n} == {
+            torch.bfloat16
+        }  # peft: fp32 adapter
+        batch = batches(tokenizer, "real_prefix")["padded"]
+        full_loss, full_grads, _ = loss_and_grads(model, batch, 0)
+        chunked_loss, chunked_grads, _ = loss_and_grads(model, batch, 64)
+        # bf16 keeps 8 bits of mantissa: the two paths round differently, within bf16's resolution
+        torch.testing.assert_close(chunked_loss.float(), full_loss.float(), atol=2e-2, rtol=1e-2)
+        for name in full_grads:
+            a, b = chunked_grads[name].float(), full_grads[name].float()
+            assert torch.linalg.vector_norm(a - b) <= 0.05 * torch.linalg.vector_norm(b) + 1e-6, name

@@ -22,10 +22,57 @@ QLORA = OmegaConf.create(
 )
 
 
-def test_qlora_without_cuda_fails_with_a_clear_error(monkeypatch):
+def test_qlora_on_cpu_loads_4_bit_on_the_cpu(monkeypatch):
+    """bitsandbytes runs NF4 on CPU: QLoRA no longer refuses a machine without CUDA."""
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    with pytest.raises(ConfigError, match="lora=qlora needs a CUDA GPU.*lora=lora"):
-        quantization_kwargs(QLORA, local_rank=0)
+    assert quantization_kwargs(QLORA, local_rank=0)["device_map"] == {"": "cpu"}
+
+
+class TestQloraRuns:
+    def test_qlora_on_the_tiny_model_loads_4_bit_through_the_real_load_path(self):
+        """`lora=qlora model=tiny` used to build the random model directly and train plain, unquantized LoRA."""
+        cfg = compose(["model=tiny", "lora=qlora"])
+        model = load_model(cfg.model, "", load_tokenizer("chatml-style"), cfg.lora, seed=0, local_rank=0)
+        kinds = {type(m).__name__ for m in model.modules()}
+        assert "Linear4bit" in kinds and model.is_loaded_in_4bit
+        lora = apply_lora(model, cfg.lora, False)
+        ids = torch.tensor([[5, 6, 7, 8, 9]])
+        loss = lora(input_ids=ids, labels=ids).loss
+        loss.backward()
+        grads = [p.grad for n, p in lora.named_parameters() if p.requires_grad]
+        assert grads and all(g is not None and torch.isfinite(g).all() for g in grads)
+
+    def test_the_tiny_model_loads_the_same_weights_through_from_pretrained(self):
+        cfg = compose(["model=tiny"])
+        tokenizer = load_tokenizer("chatml-style")
+        built, loaded = (
+            build_tiny_llama(cfg.model, tokenizer, seed=3),
+            load_model(cfg.model, "", tokenizer, cfg.lora, seed=3, local_rank=0),
+        )
+        for (name, a), (_, b) in zip(built.state_dict().items(), loaded.state_dict().items()):
+            assert torch.equal(a, b), name
+
+    def test_under_fsdp_or_zero3_the_4_bit_weights_are_stored_in_the_compute_dtype(self):
+        assert quantization_kwargs(QLORA, 0)["quantization_config"].bnb_4bit_quant_storage == torch.uint8
+        for sharding in ("FSDP", "DeepSpeed ZeRO-3"):
+            q = quantization_kwargs(QLORA, 0, sharding)["quantization_config"]
+            assert q.bnb_4bit_quant_storage == torch.bfloat16
+
+    @pytest.mark.parametrize(
+        ("overrides", "message"),
+        [
+            (["model.dtype=float7"], r"model.dtype='float7': expected one of \['float32', 'bfloat16'"),
+            (["lora=qlora", "lora.bnb_4bit_compute_dtype=int4"], r"lora.bnb_4bit_compute_dtype='int4'"),
+            (["lora=qlora", "lora.bnb_4bit_quant_storage=auto"], r"lora.bnb_4bit_quant_storage='auto'"),
+        ],
+    )
+    @pytest.mark.parametrize("model", ["tiny", "smollm2", "llama3"])
+    def test_model_settings_are_checked_before_any_load_for_every_source(self, model, overrides, message):
+        """`model=tiny model.dtype=float7` ended in a KeyError traceback from inside the tiny model's builder."""
+        from lookahead.training.config import validate
+
+        with pytest.raises(ConfigError, match=message):
+            validate(compose([f"model={model}", *overrides]))
 
 
 def test_qlora_places_each_rank_on_its_own_gpu(monkeypatch):

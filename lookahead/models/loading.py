@@ -80,25 +80,53 @@ def build_tiny_llama(cfg: DictConfig, tokenizer: Any, seed: int) -> Any:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = LlamaForCausalLM(config)
+    if cfg.dtype not in _DTYPES:
+        raise ConfigError(f"model.dtype={cfg.dtype!r}: expected one of {list(_DTYPES)}")
     return model.to(_DTYPES[cfg.dtype] if cfg.dtype != "auto" else torch.float32)
 
 
-def quantization_kwargs(lora_cfg: DictConfig, local_rank: int) -> dict[str, Any]:
-    """bitsandbytes 4-bit settings for QLoRA; each process gets exactly one GPU (`device_map={"": local_rank}`)."""
+def check_model(cfg: DictConfig, lora_cfg: DictConfig) -> None:
+    """The model settings every source shares (Hub, local folder, GGUF, tiny), checked once before anything loads."""
+    if cfg.get("dtype") not in _DTYPES:
+        raise ConfigError(f"model.dtype={cfg.get('dtype')!r}: expected one of {list(_DTYPES)}")
+    if lora_cfg.get("load_in_4bit"):
+        compute = lora_cfg.get("bnb_4bit_compute_dtype")
+        if compute not in _DTYPES or compute == "auto":
+            raise ConfigError(f"lora.bnb_4bit_compute_dtype={compute!r}: expected float32, bfloat16 or float16")
+        storage = lora_cfg.get("bnb_4bit_quant_storage")
+        if storage is not None and (storage not in _DTYPES or storage == "auto"):
+            raise ConfigError(f"lora.bnb_4bit_quant_storage={storage!r}: expected null, float32, bfloat16 or float16")
+
+
+def quantization_kwargs(lora_cfg: DictConfig, local_rank: int, sharding: str | None = None) -> dict[str, Any]:
+    """bitsandbytes 4-bit settings for QLoRA; each process gets exactly one device (`device_map={"": local_rank}`
+    on CUDA, the CPU otherwise: bitsandbytes runs NF4 on CPU too).
+
+    Under FSDP or ZeRO-3 (`sharding`) the packed 4-bit weights are stored in the compute dtype unless
+    `lora.bnb_4bit_quant_storage` says otherwise: both shard parameters by dtype, and uint8 storage cannot be
+    flattened together with the LoRA weights.
+    """
     if not lora_cfg.get("load_in_4bit"):
         return {}
-    if not torch.cuda.is_available():
-        raise ConfigError("lora=qlora needs a CUDA GPU (bitsandbytes 4-bit); on CPU use lora=lora")
     from transformers import BitsAndBytesConfig
 
+    compute = _DTYPES[lora_cfg.bnb_4bit_compute_dtype]
+    storage = lora_cfg.get("bnb_4bit_quant_storage")
+    extra = {}
+    if storage is not None:
+        extra["bnb_4bit_quant_storage"] = _DTYPES[storage]
+    elif sharding:
+        log.info("QLoRA under %s: 4-bit weights stored as %s", sharding, lora_cfg.bnb_4bit_compute_dtype)
+        extra["bnb_4bit_quant_storage"] = compute
     return {
         "quantization_config": BitsAndBytesConfig(
             load_in_4bit=True,
             bnb_4bit_quant_type=lora_cfg.bnb_4bit_quant_type,
             bnb_4bit_use_double_quant=bool(lora_cfg.bnb_4bit_use_double_quant),
-            bnb_4bit_compute_dtype=_DTYPES[lora_cfg.bnb_4bit_compute_dtype],
+            bnb_4bit_compute_dtype=compute,
+            **extra,
         ),
-        "device_map": {"": local_rank},
+        "device_map": {"": local_rank if torch.cuda.is_available() else "cpu"},
     }
 
 
@@ -120,26 +148,43 @@ def refuse_pickle_weights(model_path: str) -> None:
 
 
 def load_model(
-    cfg: DictConfig, model_path: str, tokenizer: Any, lora_cfg: DictConfig, *, seed: int, local_rank: int
+    cfg: DictConfig,
+    model_path: str,
+    tokenizer: Any,
+    lora_cfg: DictConfig,
+    *,
+    seed: int,
+    local_rank: int,
+    sharding: str | None = None,
 ) -> Any:
-    from transformers import AutoModelForCausalLM
-
+    """The model, through `from_pretrained` whatever its source, so quantization, dtype and attention settings apply
+    the same way to all of them. The tiny random model is built, written to a temporary folder and loaded from it."""
+    check_model(cfg, lora_cfg)
     if cfg.get("tiny") is not None:
-        return build_tiny_llama(cfg, tokenizer, seed)
-    if cfg.dtype not in _DTYPES:
-        raise ConfigError(f"model.dtype={cfg.dtype!r}: expected one of {list(_DTYPES)}")
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="lookahead-tiny-") as folder:
+            build_tiny_llama(cfg, tokenizer, seed).save_pretrained(folder)
+            model = _from_pretrained(cfg, folder, lora_cfg, local_rank, sharding)
+        model.name_or_path = model.config._name_or_path = ""  # the folder is gone: no path, as when it is built
+        return model
     if cfg.trust_remote_code:
         log.warning("model.trust_remote_code=true: code from %s will run on this machine", model_path)
     refuse_pickle_weights(model_path)
+    return _from_pretrained(cfg, model_path, lora_cfg, local_rank, sharding)
+
+
+def _from_pretrained(cfg: DictConfig, model_path: str, lora_cfg: DictConfig, local_rank: int, sharding: str | None):
+    from transformers import AutoModelForCausalLM
+
     try:
-        model = AutoModelForCausalLM.from_pretrained(
+        return AutoModelForCausalLM.from_pretrained(
             model_path,
             dtype=_DTYPES[cfg.dtype],
             attn_implementation=cfg.attn_implementation,
             trust_remote_code=bool(cfg.trust_remote_code),
             use_safetensors=True,  # never unpickle weights
-            **quantization_kwargs(lora_cfg, local_rank),
+            **quantization_kwargs(lora_cfg, local_rank, sharding),
         )
     except OSError as e:
         raise ConfigError(f"model.path={model_path!r}: cannot load a model ({str(e).splitlines()[0][:200]})") from None
-    return model

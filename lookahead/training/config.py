@@ -67,6 +67,9 @@ def validate(cfg: DictConfig) -> None:
     from lookahead.models.lora import check_lora, is_lora
 
     check_lora(cfg.lora)
+    from lookahead.models.loading import check_model
+
+    check_model(cfg.model, cfg.lora)
     if t.get("push_to_hub") and not t.get("hub_model_id"):
         raise ConfigError("trainer.push_to_hub=true needs trainer.hub_model_id=<org/name>")
     if t.bf16 and t.fp16:

@@ -46,6 +46,19 @@ def launcher_mixed_precision(environ: MutableMapping[str, str] | None = None) ->
     return env.get("ACCELERATE_MIXED_PRECISION")
 
 
+def launcher_sharding(environ: MutableMapping[str, str] | None = None) -> str | None:
+    """ "FSDP" or "DeepSpeed ZeRO-3" when `accelerate launch` shards the weights (its exported config), else None."""
+    env = os.environ if environ is None else environ
+    if env.get("ACCELERATE_USE_FSDP", "").lower() in ("true", "1"):
+        return "FSDP"
+    if (
+        env.get("ACCELERATE_USE_DEEPSPEED", "").lower() in ("true", "1")
+        and env.get("ACCELERATE_DEEPSPEED_ZERO_STAGE") == "3"
+    ):
+        return "DeepSpeed ZeRO-3"
+    return None
+
+
 def _release_process_group() -> None:
     import torch
 

@@ -40,7 +40,12 @@ from lookahead.training.checkpoints import (
     truncate_metrics,
 )
 from lookahead.training.config import training_arguments_kwargs, validate
-from lookahead.training.distributed import adopt_slurm_tasks, join_process_group, launcher_mixed_precision
+from lookahead.training.distributed import (
+    adopt_slurm_tasks,
+    join_process_group,
+    launcher_mixed_precision,
+    launcher_sharding,
+)
 from lookahead.training.loggers import finish_experiment_logger, start_experiment_logger
 from lookahead.training.runlock import check_process_group, lock_run_dir
 from lookahead.training.safeguards import StopRequest
@@ -418,7 +423,13 @@ def _train(cfg: DictConfig, state: Any, run_dir: Path) -> dict[str, Any]:
     args = build_training_arguments(cfg, run_dir, state)
 
     model = load_model(
-        cfg.model, model_path, data.tokenizer, cfg.lora, seed=cfg.trainer.seed, local_rank=state.local_process_index
+        cfg.model,
+        model_path,
+        data.tokenizer,
+        cfg.lora,
+        seed=cfg.trainer.seed,
+        local_rank=state.local_process_index,
+        sharding=launcher_sharding(),
     )
     data = prepare_objective_data(cfg, objective, data, model, model_path, state)
     if objective.needs_reference and not is_lora(cfg.lora):

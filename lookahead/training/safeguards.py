@@ -4,8 +4,10 @@ SIGINT / SIGTERM ask the run to stop at the end of the current optimizer step, s
 SIGINT (Ctrl-C pressed again) aborts at once; a repeated SIGTERM does not: under SLURM the job's SIGTERM reaches each
 worker twice, once from SLURM and once forwarded by torchrun, and aborting on the second lost the checkpoint that
 `#SBATCH --signal=TERM@120` exists to save. (torchrun then waits TORCH_ELASTIC_SHUTDOWN_TIMEOUT seconds before
-SIGKILL; scripts/slurm/train.sbatch sets it under the warning time.) Every process checks the same flags at the same step (reduced across processes), so a signal
-or a NaN seen by one rank stops all of them together instead of leaving the others waiting in a collective.
+SIGKILL; scripts/slurm/train.sbatch sets it under the warning time.)
+
+Every process checks the same flags at the same step (reduced across processes), so a signal or a NaN seen by one
+rank stops all of them together instead of leaving the others waiting in a collective.
 """
 
 from __future__ import annotations
