@@ -163,8 +163,13 @@ def load_model(
     if cfg.get("tiny") is not None:
         import tempfile
 
+        from safetensors.torch import save_model
+
         with tempfile.TemporaryDirectory(prefix="lookahead-tiny-") as folder:
-            build_tiny_llama(cfg, tokenizer, seed).save_pretrained(folder)
+            # Written by hand: under a process group `save_pretrained` writes on rank 0 only, and every rank loads.
+            tiny = build_tiny_llama(cfg, tokenizer, seed)
+            tiny.config.to_json_file(str(Path(folder) / "config.json"))
+            save_model(tiny, str(Path(folder) / "model.safetensors"), metadata={"format": "pt"})
             model = _from_pretrained(cfg, folder, lora_cfg, local_rank, sharding)
         model.name_or_path = model.config._name_or_path = ""  # the folder is gone: no path, as when it is built
         return model
