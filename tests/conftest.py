@@ -144,21 +144,23 @@ def run_cli(args: list[str], cwd: Path = ROOT, timeout: int = 600, env_extra: di
     return subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
 
 
-# Two gloo processes on CPU (`--cpu` with more than one process would want mpirun).
-ACCELERATE_TWO_PROCESSES = [
-    sys.executable,
-    "-m",
-    "accelerate.commands.launch",
-    "--multi_gpu",
-    "--num_processes",
-    "2",
-    "--num_machines",
-    "1",
-    "--mixed_precision",
-    "no",
-    "--dynamo_backend",
-    "no",
-]
+def accelerate_two_processes() -> list[str]:
+    """`accelerate launch` of two gloo processes on CPU (`--cpu` with more than one process would want mpirun), on a
+    free port."""
+    return [
+        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+        "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+        "--main_process_port", str(free_port()),
+    ]  # fmt: skip
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on now, for a process group's rendezvous (never a fixed one)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def python_cli(script: str, *args: str, **kwargs):

@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from lookahead.training.distributed import adopt_slurm_tasks, first_host
-from tests.conftest import ROOT, losses, read_metrics, run_cli, tiny_overrides
+from tests.conftest import ROOT, free_port, losses, read_metrics, run_cli, tiny_overrides
 
 ACCELERATE_CONFIGS = sorted((ROOT / "configs" / "accelerate").glob("*.yaml"))
 
@@ -92,7 +92,8 @@ def test_two_slurm_tasks_on_cpu_form_one_run_like_accelerate(tmp_path):
     common = [*tiny_overrides(), "lora=none", "trainer.max_steps=3"]
     two_dir, one_dir = tmp_path / "two", tmp_path / "one"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "SLURM_NTASKS": "2", "SLURM_NTASKS_PER_NODE": "2",
-           "SLURM_JOB_NODELIST": "127.0.0.1", "SLURM_JOB_ID": str(os.getpid())}  # fmt: skip
+           "SLURM_JOB_NODELIST": "127.0.0.1", "SLURM_JOB_ID": str(os.getpid()),
+           "MASTER_PORT": str(free_port())}  # fmt: skip
     args = [sys.executable, str(ROOT / "train.py"), *common, "trainer.per_device_train_batch_size=4"]
     procs = [
         subprocess.Popen(
@@ -130,7 +131,7 @@ def test_the_process_group_is_destroyed_at_exit_not_left_to_finalisation(tmp_pat
         "print('world', state.num_processes, torch.distributed.is_initialized())\n"
     )
     env = {**os.environ, "RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "LOCAL_WORLD_SIZE": "1",
-           "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(22000 + os.getpid() % 9000)}  # fmt: skip
+           "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port())}  # fmt: skip
     result = subprocess.run([sys.executable, "-c", script], env=env, cwd=ROOT, capture_output=True, text=True,
                             timeout=120)  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]
@@ -141,7 +142,7 @@ def test_the_process_group_is_destroyed_at_exit_not_left_to_finalisation(tmp_pat
 def test_multinode_launcher_runs_one_machine_of_two_processes_on_cpu(tmp_path):
     """The multi-node code path (launcher script, multinode config, static rendezvous) with one machine on CPU."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "NUM_MACHINES": "1", "MACHINE_RANK": "0",
-           "MAIN_PROCESS_IP": "127.0.0.1", "MAIN_PROCESS_PORT": str(21000 + os.getpid() % 9000), "GPUS_PER_NODE": "2",
+           "MAIN_PROCESS_IP": "127.0.0.1", "MAIN_PROCESS_PORT": str(free_port()), "GPUS_PER_NODE": "2",
            "ACCELERATE": f"{sys.executable} -m accelerate.commands.accelerate_cli",
            "ACCELERATE_ARGS": "--mixed_precision no --dynamo_backend no"}  # fmt: skip
     result = subprocess.run(

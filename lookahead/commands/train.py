@@ -27,7 +27,9 @@ def main(cfg: DictConfig) -> float | None:
         if cfg.get("debug"):
             raise
         stopped = isinstance(e, Interrupted)  # a clean stop on a signal, with its checkpoint saved
-        print(f"{'stopped' if stopped else 'error'}: {e}", file=sys.stderr)
+        # Every rank stops together on a signal: rank 0 says so once. An error may be one rank's own: each says it.
+        if not stopped or os.environ.get("RANK", "0") == "0":
+            print(f"{'stopped' if stopped else 'error'}: {e}", file=sys.stderr)
         sys.exit(e.exit_code if stopped else 2)
     return summary["final_loss"]
 

@@ -11,8 +11,8 @@ import pytest
 from lookahead.errors import ConfigError
 from lookahead.training.recipe import train
 from tests.conftest import (
-    ACCELERATE_TWO_PROCESSES,
     ROOT,
+    accelerate_two_processes,
     compose,
     generated_data_dir,
     losses,
@@ -54,7 +54,7 @@ def test_accelerate_two_processes_one_run_dir_and_the_same_losses(tmp_path):
     common = [*tiny_overrides(), "lora=none", "trainer.max_steps=3"]
     two = run_cli(
         [
-            *ACCELERATE_TWO_PROCESSES,
+            *accelerate_two_processes(),
             str(ROOT / "train.py"),
             *common,
             "trainer.per_device_train_batch_size=4",

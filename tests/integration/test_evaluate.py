@@ -12,8 +12,8 @@ from huggingface_hub import ModelCard
 
 from lookahead.training.recipe import train
 from tests.conftest import (
-    ACCELERATE_TWO_PROCESSES,
     ROOT,
+    accelerate_two_processes,
     compose,
     generated_data_dir,
     python_cli,
@@ -217,7 +217,7 @@ def test_evaluate_under_accelerate_shards_and_gathers_in_order(tmp_path):
     assert one.returncode == 0, one.stderr[-2000:]
     two = run_cli(
         [
-            *ACCELERATE_TWO_PROCESSES,
+            *accelerate_two_processes(),
             str(ROOT / "evaluate.py"),
             f"run_dir={summary['run_dir']}",
             *suites,
