@@ -165,7 +165,8 @@ def load_model(
 
         from safetensors.torch import save_model
 
-        with tempfile.TemporaryDirectory(prefix="lookahead-tiny-") as folder:
+        # The global RNG is left as building the model in memory left it (peft draws LoRA's A from it next).
+        with tempfile.TemporaryDirectory(prefix="lookahead-tiny-") as folder, torch.random.fork_rng(devices=[]):
             # Written by hand: under a process group `save_pretrained` writes on rank 0 only, and every rank loads.
             tiny = build_tiny_llama(cfg, tokenizer, seed)
             tiny.config.to_json_file(str(Path(folder) / "config.json"))
