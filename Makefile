@@ -55,7 +55,7 @@ sweep-report: setup
 	$(PY) scripts/demo.py --sweep --report-only --out outputs/testbed/sweep $(ARGS)
 
 lint: setup
-	$(PY) -m ruff check lookahead scripts tests train.py
+	$(PY) -m ruff check lookahead scripts tests examples train.py
 
 clean:
 	rm -rf outputs .pytest_cache

@@ -15,3 +15,15 @@ def _share_tag(fraction: object) -> str:
 
 # Registered on import, so train.py, evaluate.py and the tests resolve run names alike.
 OmegaConf.register_new_resolver("share_tag", _share_tag, replace=True)
+
+
+def __getattr__(name: str):
+    """`from lookahead import preview_dataset`, imported on first use (it pulls in `datasets` and Hydra)."""
+    if name == "preview_dataset":
+        from lookahead.integrations.preview_dataset import preview_dataset
+
+        return preview_dataset
+    raise AttributeError(f"module 'lookahead' has no attribute {name!r}")
+
+
+__all__ = ["__version__", "preview_dataset"]
