@@ -4,11 +4,17 @@
     python scripts/preview_data.py --input train.jsonl --output train.real6.jsonl --method real_prefix method.m=6 \\
         --tokenizer meta-llama/Llama-2-7b-chat-hf
 
+For LLaMA-Factory and axolotl (docs/other-trainers.md), `--format alpaca|sharegpt|openai` writes their records and
+prints the `dataset_info.json` entry and the axolotl `datasets:` block to paste:
+
+    python scripts/preview_data.py --input train.jsonl --output data/train.virtual.json --method virtual_prefix \
+        --format sharegpt --system "You are a helpful assistant."
+
 `--method` is any preview of `configs/method/` and the `method.<key>=<value>` arguments are the same overrides
-train.py takes, so a new preview works here without an edit. The prompt field gets what the preview puts in the
-user turn, the response field what it trains as the answer; other fields are kept. A preview that counts tokens
-(real_prefix) needs the model's tokenizer. `--mode real|virtual`, `--m`, `--prefix` and `--connector` are the
-older spellings of the same.
+train.py takes, so a new preview works here without an edit. With the default `--format fields`, the prompt field
+gets what the preview puts in the user turn, the response field what it trains as the answer; other fields are kept.
+A preview that counts tokens (real_prefix) needs the model's tokenizer. `--mode real|virtual`, `--m`, `--prefix` and
+`--connector` are the older spellings of the same.
 """
 
 import argparse
@@ -19,6 +25,7 @@ from pathlib import Path
 from lookahead.commands.compose import run_script
 from lookahead.data.sources import read_records, require_text
 from lookahead.errors import ConfigError
+from lookahead.integrations.formats import FORMATS, convert, snippets
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -33,6 +40,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--prefix", help="method.prefix")
     p.add_argument("--connector", help="method.connector")
     p.add_argument("--tokenizer", help="tokenizer path or Hub id (for previews that count tokens)")
+    p.add_argument("--format", default="fields", choices=["fields", *FORMATS], help="what to write (default: fields)")
+    p.add_argument("--system", help="a system prompt for every conversation (alpaca, sharegpt, openai)")
+    p.add_argument("--name", help="the dataset's name in the printed snippets (default: the output's stem)")
     p.add_argument("overrides", nargs="*", help="method.<key>=<value>")
     return p.parse_args(argv)
 
@@ -73,7 +83,16 @@ def main(argv: list[str]) -> int:
                 raise ConfigError(f"method={strategy.name} counts tokens: pass --tokenizer <path or Hub id>") from e
             raise
         whole += result.whole_answer_previewed
-        rows.append({**record, args.prompt_field: result.user, args.response_field: result.answer})
+        if args.format == "fields":
+            rows.append({**record, args.prompt_field: result.user, args.response_field: result.answer})
+        else:
+            system = [{"role": "system", "content": args.system}] if args.system else []
+            messages = [
+                *system,
+                {"role": "user", "content": result.user},
+                {"role": "assistant", "content": result.answer},
+            ]
+            rows.append(convert(messages, args.format))
 
     out = Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -82,6 +101,8 @@ def main(argv: list[str]) -> int:
     else:
         out.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
     print(f"wrote {len(rows)} rows to {out} ({strategy.describe()}; {whole} answers previewed whole)", file=sys.stderr)
+    if args.format != "fields":
+        print(snippets(args.name or out.stem.replace(".", "_"), str(out), args.format), end="")
     return 0
 
 
