@@ -14,6 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from lookahead.errors import ConfigError
 from lookahead.evaluation.evaluator import Evaluator, load_task_examples
+from lookahead.evaluation.gate import check_gate, limits, raise_if_failed
 from lookahead.evaluation.loading import LoadedModel, load_for_evaluation
 from lookahead.evaluation.safety_data import load_harmful_prompts
 from lookahead.evaluation.scorecard import write_safety_section
@@ -33,7 +34,11 @@ def out_dir_for(cfg: DictConfig) -> Path:
 
 
 def check_inputs(cfg: DictConfig) -> None:
-    """Read every suite's local data before the model loads, so a bad file fails in seconds with its line."""
+    """Read every suite's local data, and the gate's limits, before the model loads: a bad file or value fails in
+    seconds with its line."""
+    limits(cfg.get("gate"))
+    if cfg.get("seed_model") and cfg.get("run_dir"):
+        raise ConfigError("seed_model= names the seed of a model evaluated by model.path; a run_dir knows its own seed")
     for suite in cfg.suite:
         if not cfg[suite].get("path"):
             continue
@@ -183,6 +188,9 @@ def evaluate(cfg: DictConfig, judge_api_key: str | None = None) -> dict[str, Any
         seed = evaluate_seed(cfg, loaded, out_dir / "seed", judge_api_key, state.is_main_process)
         if seed is not None:
             results["seed"] = seed
+    elif run_dir is None and cfg.get("seed_model"):  # any model (a TRL output, a Hub id) against a named seed
+        seed_view = dataclasses.replace(loaded, model_path=str(cfg.seed_model), is_adapter=False)
+        results["seed"] = evaluate_seed(cfg, seed_view, out_dir / "seed", judge_api_key, state.is_main_process)
     elif run_dir is None and cfg.get("seed_cache_dir") and state.is_main_process:
         try:
             log.info("Cached as a seed model's results: %s", ", ".join(map(str, cache_as_seed(cfg, loaded, results))))
@@ -192,6 +200,11 @@ def evaluate(cfg: DictConfig, judge_api_key: str | None = None) -> dict[str, Any
                 cfg.seed_cache_dir,
                 e,
             )
+    verdict = check_gate(results, limits(cfg.get("gate")))
+    if verdict is not None:
+        results["gate"] = verdict.as_dict()
+        for line in verdict.lines:
+            log.info(line)
     save({})
     if state.is_main_process:
         if run_dir is not None and cfg.get("model_card", True):
@@ -201,4 +214,5 @@ def evaluate(cfg: DictConfig, judge_api_key: str | None = None) -> dict[str, Any
             f"\nResults: {out_dir / RESULTS_FILE}\n"
             + json.dumps({k: v for k, v in results.items() if k in suites}, indent=1)[:2000]
         )
+    raise_if_failed(verdict)  # after results.json and the card are written
     return results

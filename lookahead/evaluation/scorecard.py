@@ -93,6 +93,10 @@ def section_markdown(results: dict[str, Any], date: str) -> str:
             f"{n_judged.get('raw', 0)} judged, by the {escape_markdown(safety.get('judge'))} judge "
             f"({safety.get('judge_errors', 0)} judge errors, left out of the rates).{jsr}"
         )
+    if results.get("gate"):
+        from lookahead.evaluation.gate import gate_markdown
+
+        lines += ["", *gate_markdown(results["gate"])]
     for suite, (_, label, _) in UTILITY.items():
         if suite in results:
             lines.append(f"{label}: {results[suite].get('n')} test examples, greedy decoding.")

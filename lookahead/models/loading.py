@@ -32,6 +32,8 @@ def resolve_model_path(cfg: DictConfig, cache_dir: str) -> str:
         return path
     if not path:  # e.g. model=tiny: only the packaged tokenizer is wanted
         return str(convert_gguf(cfg.gguf_package, cfg.gguf_file, cache_dir))
+    if Path(path).is_dir():  # a local folder is what was asked for (a fine-tune, an adapter): never the GGUF instead
+        return path
     from transformers import AutoConfig
 
     try:
