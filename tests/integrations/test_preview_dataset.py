@@ -109,3 +109,33 @@ class TestRefusals:
         assert len(out) == 1 and out[0]["prompt"][0]["content"] == "short"
         report = json.loads(out.info.description)["lookahead"]
         assert report["skipped"] == {"prompt_too_long": 1} and report["examples"] == 2
+
+
+@pytest.mark.slow
+def test_preview_dataset_imports_from_the_built_wheel(tmp_path):
+    """`from lookahead import preview_dataset` from the wheel's own files, not the checkout."""
+    import subprocess
+    import sys
+    import zipfile
+
+    from tests.conftest import ROOT
+
+    pip_wheel = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q"]
+    built = subprocess.run([*pip_wheel, "-w", str(tmp_path / "dist"), str(ROOT)], capture_output=True, text=True,
+                           timeout=600)  # fmt: skip
+    assert built.returncode == 0, built.stderr[-2000:]
+    (wheel,) = (tmp_path / "dist").glob("lookahead-*.whl")
+    site = tmp_path / "site"
+    zipfile.ZipFile(wheel).extractall(site)
+    assert (site / "lookahead" / "integrations" / "preview_dataset.py").is_file()
+    probe = (
+        "import lookahead, sys; from lookahead import preview_dataset; from datasets import Dataset\n"
+        "assert lookahead.__file__.startswith(sys.argv[1]), lookahead.__file__\n"
+        "row = preview_dataset(Dataset.from_list([{'prompt': 'q?', 'completion': 'a.'}]))[0]\n"
+        "print(row['completion'][0]['content'])\n"
+    )
+    env = {"PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(site)}
+    result = subprocess.run([sys.executable, "-c", probe, str(site)], cwd=tmp_path, env=env, capture_output=True,
+                            text=True, timeout=300)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == "Let's solve this problem. a."
