@@ -9,7 +9,9 @@ Keys: index, source (task or safety), input_ids, labels, text (the decoded input
 tokens only).
 """
 
+import contextlib
 import json
+import sys
 
 from lookahead.commands.compose import run_script
 from lookahead.constants import IGNORE_INDEX
@@ -21,20 +23,23 @@ def main(argv: list[str]) -> int:
     n = int(options.get("inspect.n", 3))
     only = options.get("inspect.source")
 
-    from lookahead.commands.compose import compose_train_config
-    from lookahead.models.loading import resolve_model_path
-    from lookahead.training.recipe import build_data
+    # stdout holds the JSON lines only: whatever the libraries print while loading (transformers announces
+    # WANDB_MODE=offline on stdout when it is imported) goes to stderr.
+    rows = []
+    with contextlib.redirect_stdout(sys.stderr):
+        from lookahead.commands.compose import compose_train_config
+        from lookahead.models.loading import resolve_model_path
+        from lookahead.training.recipe import build_data
 
-    cfg = compose_train_config(overrides)
-    data = build_data(cfg, resolve_model_path(cfg.model, cfg.paths.cache_dir))
-    tokenizer = data.tokenizer
-    shown = [(i, ex) for i, ex in enumerate(data.train) if only is None or ex.get("source", "task") == only][:n]
-    for index, example in shown:
-        batch = data.collator([example])
-        input_ids, labels = batch["input_ids"][0].tolist(), batch["labels"][0].tolist()
-        trained = [t for t in labels if t != IGNORE_INDEX]
-        print(
-            json.dumps(
+        cfg = compose_train_config(overrides)
+        data = build_data(cfg, resolve_model_path(cfg.model, cfg.paths.cache_dir))
+        tokenizer = data.tokenizer
+        shown = [(i, ex) for i, ex in enumerate(data.train) if only is None or ex.get("source", "task") == only][:n]
+        for index, example in shown:
+            batch = data.collator([example])
+            input_ids, labels = batch["input_ids"][0].tolist(), batch["labels"][0].tolist()
+            trained = [t for t in labels if t != IGNORE_INDEX]
+            rows.append(
                 {
                     "index": index,
                     "source": example.get("source", "task"),
@@ -42,10 +47,10 @@ def main(argv: list[str]) -> int:
                     "labels": labels,
                     "text": tokenizer.decode(input_ids, skip_special_tokens=False),
                     "trained_text": tokenizer.decode(trained, skip_special_tokens=False),
-                },
-                ensure_ascii=False,
+                }
             )
-        )
+    for row in rows:
+        print(json.dumps(row, ensure_ascii=False))
     return 0
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import shutil
+import sys
 
 import pytest
 
@@ -83,8 +84,15 @@ def test_accelerate_two_processes_one_run_dir_and_the_same_losses(tmp_path):
 
 
 def test_inspect_data_prints_exactly_what_is_trained():
+    # WANDB_MODE=offline (common on clusters) makes transformers print a line on stdout when imported: stdout must
+    # still hold the JSON lines alone.
     result = python_cli(
-        "scripts/inspect_data.py", *tiny_overrides("llama3-style"), "method=real_prefix", "method.m=3", "inspect.n=2"
+        "scripts/inspect_data.py",
+        *tiny_overrides("llama3-style"),
+        "method=real_prefix",
+        "method.m=3",
+        "inspect.n=2",
+        env_extra={"WANDB_MODE": "offline"},
     )
     assert result.returncode == 0, result.stderr[-2000:]
     rows = [json.loads(line) for line in result.stdout.splitlines()]
@@ -131,3 +139,10 @@ def test_preview_data_rewrites_a_file(tmp_path):
     assert result.returncode == 0, result.stderr
     rows = json.loads(out.read_text())
     assert len(rows) == 24 and " The answer begins with: " in rows[0]["question"]
+
+
+def test_evaluate_writes_no_log_file_into_the_working_directory(tmp_path):
+    """Hydra's default job logging opened an empty evaluate.log wherever evaluate.py ran (one was committed)."""
+    result = run_cli([sys.executable, str(ROOT / "evaluate.py"), "suite=[nope]"], cwd=tmp_path)
+    assert result.returncode == 2 and "error: suite=['nope']" in result.stderr
+    assert list(tmp_path.iterdir()) == []
