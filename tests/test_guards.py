@@ -325,3 +325,42 @@ def test_the_lookahead_command_dispatches_safe_lora(capsys):
         main(["safe-lora", "--help"])
     assert exit_info.value.code == 0
     assert "lookahead safe-lora run_dir=<run> out_dir=<new run>" in capsys.readouterr().out
+
+
+SHARED_DIRECTIONS = """
+import json, sys
+sys.path.insert(0, sys.argv[4])
+from accelerate import PartialState
+state = PartialState(cpu=True)
+from lookahead.guards.directions import shared_directions
+names = json.loads(sys.argv[3])
+directions, here = shared_directions(sys.argv[1], sys.argv[2], names, "exact", None, 1.0, None)
+print(json.dumps({"rank": state.process_index, "here": here,
+                  "bases": {n: d.basis.tolist() for n, d in directions.items()}}), flush=True)
+"""
+
+
+@pytest.mark.slow
+def test_each_process_computes_a_share_of_the_directions_and_all_get_them_all(pair, tmp_path):
+    """Every rank used to read and decompose every layer at once (8 x the host memory and CPU at 8 GPUs)."""
+    import sys
+
+    from lookahead.guards.directions import shared_directions
+    from tests.conftest import ROOT, free_port, run_cli
+
+    aligned, base, directions = pair
+    names = sorted(directions)
+    script = tmp_path / "shared_directions.py"
+    script.write_text(SHARED_DIRECTIONS)
+    result = run_cli([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr",
+                      "127.0.0.1", "--master_port", str(free_port()), str(script), str(aligned), str(base),
+                      json.dumps(names), str(ROOT)])  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    ranks = sorted((json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")), key=str)
+    assert sorted(r["here"] for r in ranks) == [len(names) // 2, len(names) - len(names) // 2]
+    alone, here = shared_directions(str(aligned), str(base), names, "exact", None, 1.0, None)
+    assert here == len(names)
+    for r in ranks:
+        assert set(r["bases"]) == set(names)
+        for name in names:
+            torch.testing.assert_close(torch.tensor(r["bases"][name]), alone[name].basis)

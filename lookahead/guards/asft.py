@@ -25,7 +25,7 @@ from typing import Any
 import torch
 
 from lookahead.errors import ConfigError
-from lookahead.guards.directions import PROJECTORS, Direction, lora_modules, stream_directions, weight_name
+from lookahead.guards.directions import PROJECTORS, Direction, lora_modules, shared_directions, weight_name
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ class AsFT:
         if not 0 < float(self.energy) <= 1:
             raise ConfigError(f"guard.energy={self.energy!r}: must be in (0, 1]")
 
-    def prepare(self, model: Any, is_lora: bool) -> None:
+    def prepare(self, model: Any, is_lora: bool, device: Any = None) -> None:
         if is_lora:
             self.targets = {name: (module, None) for name, module in lora_modules(model).items()}
         else:
@@ -75,11 +75,16 @@ class AsFT:
         if not self.targets:
             raise ConfigError("guard=asft: no adapted layer found to regularise")
         names = list(self.targets)
-        for direction in stream_directions(
-            self.aligned_model, self.base_model, names, self.projector, self.rank, energy=float(self.energy)
-        ):
-            self.directions[direction.name] = direction
-        log.info("AsFT: %d layers regularised, lam=%s, projector=%s", len(self.directions), self.lam, self.projector)
+        self.directions, here = shared_directions(
+            self.aligned_model, self.base_model, names, self.projector, self.rank, float(self.energy), device
+        )
+        log.info(
+            "AsFT: %d layers regularised (%d of their directions computed by this process), lam=%s, projector=%s",
+            len(self.directions),
+            here,
+            self.lam,
+            self.projector,
+        )
         if self.projector == "exact":
             kept = self.kept_ranks()
             log.info("AsFT: directions kept per layer (energy %s): %s", self.energy, kept)

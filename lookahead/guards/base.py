@@ -17,8 +17,9 @@ import torch
 class Guard(Protocol):
     name: str
 
-    def prepare(self, model: Any, is_lora: bool) -> None:
-        """Read what the guard needs (alignment directions) for the model about to be trained."""
+    def prepare(self, model: Any, is_lora: bool, device: Any = None) -> None:
+        """Read what the guard needs (alignment directions) for the model about to be trained, onto `device` (the
+        process's accelerator, where training will run)."""
         ...
 
     def penalty(self, model: Any) -> torch.Tensor | None:
@@ -37,7 +38,7 @@ class NoGuard:
     name: str = "none"
     tag: str = ""
 
-    def prepare(self, model: Any, is_lora: bool) -> None:
+    def prepare(self, model: Any, is_lora: bool, device: Any = None) -> None:
         return None
 
     def penalty(self, model: Any) -> torch.Tensor | None:

@@ -95,6 +95,13 @@ class Direction:
         """Whether an `exact` projector keeps every direction there is (P = I: nothing is outside it)."""
         return self.kept is not None and self.full is not None and self.kept >= self.full
 
+    def to(self, device: Any) -> Direction:
+        """This direction with its tensors on `device` (None: where they are)."""
+        if device is None:
+            return self
+        move = lambda t: None if t is None else t.to(device)  # noqa: E731
+        return Direction(self.name, move(self.basis), move(self.matrix), self.norm, self.kept, self.full)
+
     def project(self, update: torch.Tensor) -> torch.Tensor:
         """The projection of an update (out x anything) onto this layer's alignment subspace."""
         if self.basis is not None:
@@ -158,6 +165,35 @@ def stream_directions(
             )
         yield direction_of(name, a - b, projector, rank, rtol, energy)
         del a, b
+
+
+def shared_directions(
+    aligned: str,
+    base: str,
+    weight_names: list[str],
+    projector: str = "exact",
+    rank: int | None = None,
+    energy: float = 1.0,
+    device: Any = None,
+) -> tuple[dict[str, Direction], int]:
+    """Every layer's direction, on every process of the run, each process computing a share of them.
+
+    Under `accelerate launch` each of N processes reads and decomposes every N-th layer and the shares are exchanged,
+    instead of every process running every SVD at once. The directions then go to `device` (the process's GPU), so
+    they are not copied there again at every micro-batch. Returns (directions by name, how many this process computed).
+    """
+    from accelerate import PartialState
+
+    state = PartialState()
+    mine = weight_names[state.process_index :: state.num_processes]
+    computed = {d.name: d for d in stream_directions(aligned, base, mine, projector, rank, energy=energy)}
+    everything = dict(computed)
+    if state.num_processes > 1:
+        from accelerate.utils import gather_object
+
+        for share in gather_object([computed]):
+            everything.update(share)
+    return {name: everything[name].to(device) for name in weight_names}, len(computed)
 
 
 def lora_modules(model: Any) -> dict[str, Any]:

@@ -49,7 +49,7 @@ class SafeLoRA:
         if self.top_fraction is None and (self.threshold is None or not -1 <= float(self.threshold) <= 1):
             raise ConfigError(f"guard.threshold={self.threshold!r}: a cosine similarity in [-1, 1]")
 
-    def prepare(self, model: Any, is_lora: bool) -> None:
+    def prepare(self, model: Any, is_lora: bool, device: Any = None) -> None:
         if not is_lora:
             raise ConfigError("guard=safe_lora projects a LoRA update: use lora=lora or lora=qlora (or guard=asft)")
 

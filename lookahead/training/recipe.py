@@ -436,7 +436,7 @@ def _train(cfg: DictConfig, state: Any, run_dir: Path) -> dict[str, Any]:
         attach_seed_reference(cfg, data, model, state, run_dir)
     model = apply_lora(model, cfg.lora, bool(cfg.model.gradient_checkpointing))
     guard = build_guard(cfg.get("guard"))
-    guard.prepare(model, is_lora(cfg.lora))
+    guard.prepare(model, is_lora(cfg.lora), device=state.device)
     # Training never reuses a KV cache, and without one transformers can read packed sequences from position_ids.
     model.config.use_cache = False
 
