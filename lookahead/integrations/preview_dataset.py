@@ -5,7 +5,7 @@ prompt-completion format, previewed exactly as `train.py` previews it.
     >>> from lookahead import preview_dataset                                     # doctest: +SKIP
     >>> ds = Dataset.from_list([{"prompt": "What is 2+3?", "completion": "2+3 = 5. #### 5"}])
     >>> preview_dataset(ds, "virtual_prefix")[0]                                  # doctest: +SKIP
-    {'prompt': [{'role': 'user', 'content': "What is 2+3? The answer begins with: Let's solve this problem. "}],
+    {'prompt': [{'role': 'user', 'content': "What is 2+3?" + <connector> + "Let's solve this problem. "}],
      'completion': [{'role': 'assistant', 'content': "Let's solve this problem. 2+3 = 5. #### 5"}]}
 
 The preview goes through the same preview classes as the CLI (`configs/method/<method>.yaml` composed with the

@@ -48,7 +48,8 @@ def main(out: Path, first: int, last: int, single: bool) -> None:
     data = build_data(cfg, "")
     model = load_model(cfg.model, "", data.tokenizer, cfg.lora, seed=0, local_rank=0)
     model.config.use_cache = False
-    trainer = SimpleNamespace(is_fsdp_enabled=not single, is_deepspeed_enabled=False, deepspeed=None)
+    trainer = SimpleNamespace(is_fsdp_enabled=not single, is_deepspeed_enabled=False, deepspeed=None,
+                              save_model=lambda folder: model.save_pretrained(folder))  # fmt: skip
     sharding = weight_sharding(trainer)
     chunk = chunk_tokens_for(
         model, 256, f"its weights are sharded outside the forward pass ({sharding})" if sharding else None
