@@ -154,6 +154,24 @@ def accelerate_two_processes() -> list[str]:
     ]  # fmt: skip
 
 
+def run_trl_example(tmp_path: Path, steps: int = 2) -> tuple[Path, Path]:
+    """examples/trl_sft.py as written, on the tiny model (its folder: the seed) and 8 arithmetic prompt-completion
+    rows; returns (the seed's folder, the checkpoint TRL wrote after `steps` steps)."""
+    from lookahead.models.loading import build_tiny_llama
+
+    tokenizer = load_tokenizer("chatml-style")
+    seed_dir = tmp_path / "tiny"
+    build_tiny_llama(compose(["model=tiny"]).model, tokenizer, seed=0).save_pretrained(seed_dir)
+    tokenizer.save_pretrained(seed_dir)
+    data = tmp_path / "train.jsonl"
+    rows = [{"prompt": r["question"], "completion": r["answer"]} for r in arithmetic_records(8, seed=1)]
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    env = {"MODEL": str(seed_dir), "DATA": str(data), "OUT": str(tmp_path / "trl"), "MAX_STEPS": str(steps)}
+    result = run_cli([sys.executable, str(ROOT / "examples" / "trl_sft.py")], cwd=tmp_path, env_extra=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return seed_dir, tmp_path / "trl" / f"checkpoint-{steps}"
+
+
 def free_port() -> int:
     """A TCP port nothing listens on now, for a process group's rendezvous (never a fixed one)."""
     import socket

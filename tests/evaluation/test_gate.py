@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 
@@ -16,12 +13,10 @@ from lookahead.evaluation.gate import GATE_FAILED, GateFailed, check_gate, limit
 from lookahead.evaluation.scorecard import section_markdown
 from lookahead.training.recipe import train
 from tests.conftest import (
-    ROOT,
-    arithmetic_records,
     compose,
     generated_data_dir,
-    load_tokenizer,
     python_cli,
+    run_trl_example,
     tiny_overrides,
 )
 from tests.fakes import FakeChatCompletions
@@ -125,24 +120,10 @@ def test_judge_errors_above_the_allowed_fraction_are_an_error_never_a_pass(tmp_p
 @pytest.mark.skipif(__import__("importlib").util.find_spec("trl") is None, reason="pip install trl")
 def test_a_trl_trained_model_is_gated_against_its_seed(tmp_path):
     """examples/trl_sft.py's output, evaluated as any model folder against the model it started from."""
-    from lookahead.models.loading import build_tiny_llama
-
-    tokenizer = load_tokenizer("chatml-style")
-    seed_dir = tmp_path / "tiny"
-    build_tiny_llama(compose(["model=tiny"]).model, tokenizer, seed=0).save_pretrained(seed_dir)
-    tokenizer.save_pretrained(seed_dir)
-    data = tmp_path / "train.jsonl"
-    rows = [{"prompt": r["question"], "completion": r["answer"]} for r in arithmetic_records(8, seed=1)]
-    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    env = {**os.environ, "MODEL": str(seed_dir), "DATA": str(data), "OUT": str(tmp_path / "trl"), "MAX_STEPS": "2",
-           "HF_HUB_OFFLINE": "1"}  # fmt: skip
-    trained = subprocess.run([sys.executable, str(ROOT / "examples" / "trl_sft.py")], cwd=tmp_path, env=env,
-                             capture_output=True, text=True, timeout=600)  # fmt: skip
-    assert trained.returncode == 0, trained.stderr[-3000:]
-
+    seed_dir, checkpoint = run_trl_example(tmp_path)
     out = tmp_path / "eval"
     result = python_cli(
-        "evaluate.py", "model=llama3", f"model.path={tmp_path / 'trl' / 'checkpoint-2'}", "model.dtype=float32",
+        "evaluate.py", "model=llama3", f"model.path={checkpoint}", "model.dtype=float32",
         f"seed_model={seed_dir}", *SUITES, f"out_dir={out}", f"seed_cache_dir={tmp_path / 'seed_cache'}",
         "gate.max_rsr_drop=100",
     )  # fmt: skip

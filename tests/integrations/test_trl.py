@@ -5,11 +5,7 @@ two pinned differences (docs/trl.md). And the TRL script of docs/trl.md runs as 
 from __future__ import annotations
 
 import importlib.util
-import json
-import os
 import re
-import subprocess
-import sys
 
 import pytest
 from datasets import Dataset
@@ -17,7 +13,7 @@ from datasets import Dataset
 from lookahead import preview_dataset
 from lookahead.constants import IGNORE_INDEX
 from lookahead.data.tokenize import ChatEncoder
-from tests.conftest import ROOT, arithmetic_records, load_tokenizer, requires_shared
+from tests.conftest import ROOT, arithmetic_records, load_tokenizer, requires_shared, run_trl_example
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("trl") is None, reason="pip install trl (lookahead[trl])")
 
@@ -91,20 +87,5 @@ def test_the_trl_script_in_the_docs_runs_as_written(tmp_path):
     assert block == script
     assert len([line for line in script.splitlines() if line.strip() and not line.startswith("#")]) <= 17
 
-    from lookahead.models.loading import build_tiny_llama
-    from tests.conftest import compose
-
-    tokenizer = load_tokenizer("chatml-style")
-    model_dir = tmp_path / "tiny"
-    build_tiny_llama(compose(["model=tiny"]).model, tokenizer, seed=0).save_pretrained(model_dir)
-    tokenizer.save_pretrained(model_dir)
-    data = tmp_path / "train.jsonl"
-    rows = [{"prompt": r["question"], "completion": r["answer"]} for r in arithmetic_records(8, seed=1)]
-    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    env = {**os.environ, "MODEL": str(model_dir), "DATA": str(data), "OUT": str(tmp_path / "out"), "MAX_STEPS": "2",
-           "HF_HUB_OFFLINE": "1", "WANDB_DISABLED": "true"}  # fmt: skip
-    result = subprocess.run([sys.executable, str(ROOT / "examples" / "trl_sft.py")], cwd=tmp_path, env=env,
-                            capture_output=True, text=True, timeout=600)  # fmt: skip
-    assert result.returncode == 0, result.stderr[-3000:]
-    checkpoint = tmp_path / "out" / "checkpoint-2"
+    _, checkpoint = run_trl_example(tmp_path)
     assert (checkpoint / "adapter_model.safetensors").is_file() and (checkpoint / "adapter_config.json").is_file()
