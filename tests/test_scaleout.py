@@ -52,6 +52,39 @@ def test_slurm_scripts_parse():
     assert "srun" in sbatch and "SLURM_NODEID" in sbatch and "--signal=TERM@" in sbatch
 
 
+def test_torchrun_waits_for_the_checkpoint_within_slurms_warning():
+    """torchrun SIGKILLs its workers 30 s after it forwards SIGTERM: too soon for a 7B checkpoint. The scripts give
+    them longer, and under SLURM less than the `--signal=TERM@<s>` warning."""
+    import re
+
+    sbatch = (ROOT / "scripts" / "slurm" / "train.sbatch").read_text()
+    warning = int(re.search(r"--signal=TERM@(\d+)", sbatch).group(1))
+    grace = int(re.search(r"TORCH_ELASTIC_SHUTDOWN_TIMEOUT:-(\d+)", sbatch).group(1))
+    assert 30 < grace < warning
+    env = {**os.environ, "ACCELERATE": "bash -c env", "NUM_MACHINES": "1", "MACHINE_RANK": "0", "MAIN_PROCESS_IP": "x"}
+    env.pop("TORCH_ELASTIC_SHUTDOWN_TIMEOUT", None)
+    launched = subprocess.run([str(ROOT / "scripts" / "launch_multinode.sh"), "c.yaml"], env=env, capture_output=True,
+                              text=True)  # fmt: skip
+    assert "TORCH_ELASTIC_SHUTDOWN_TIMEOUT=300" in launched.stdout.splitlines()
+
+
+def test_the_run_waits_trainer_ddp_timeout_in_collectives(monkeypatch, tmp_path):
+    """Rank 0 alone writes SDFT's rewrites while the others wait at a barrier: NCCL's default 10 minutes was used."""
+    from lookahead.training import recipe
+    from tests.conftest import compose
+
+    seen = []
+
+    def join(timeout_s=None):
+        seen.append(timeout_s)
+        raise KeyboardInterrupt  # stop here: only the argument matters
+
+    monkeypatch.setattr(recipe, "join_process_group", join)
+    with pytest.raises(KeyboardInterrupt):
+        recipe.train(compose([*tiny_overrides(), "trainer.ddp_timeout=5400"], output_dir=tmp_path / "run"))
+    assert seen == [5400]
+
+
 def test_submitit_launcher_config_resolves():
     from hydra import compose, initialize_config_dir
     from hydra.utils import get_class
