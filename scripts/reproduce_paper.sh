@@ -20,6 +20,9 @@
 #   --datasets "..."  (default "gsm8k samsum");  --methods "..." (default: all five fine-tunes)
 #   --train "..."     extra train.py overrides for every run;  --sdft "..." extra overrides for the SDFT rows only
 #   --eval "..."      extra evaluate.py overrides for every evaluation
+#   --judge auto|llm|keyword   the safety judge (default auto: the paper's GPT judge, safety.judge=llm with its
+#                     settings, whenever the judge's API key variable, OPENAI_API_KEY unless JUDGE_KEY_ENV names
+#                     another, is set; else the keyword judge, whose numbers are not comparable to Table 1's)
 # Runs use resume=auto, so rerunning the script continues where it stopped and skips finished runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,7 +30,7 @@ cd "$(dirname "$0")/.."
 model=llama2 gpus=4 out=outputs/paper data_dir="" safety=../shared/data/safety/jbb_behaviors.csv hexphi="" harmful=""
 accelerate_config=configs/accelerate/fsdp.yaml
 datasets="gsm8k samsum" methods="vanilla sdft constrained_sft real_prefix virtual_prefix"
-train_extra="" sdft_extra="" eval_extra=""
+train_extra="" sdft_extra="" eval_extra="" judge=auto
 while [ $# -gt 0 ]; do
   case "$1" in
     --model) model=$2; shift 2 ;;
@@ -43,6 +46,7 @@ while [ $# -gt 0 ]; do
     --train) train_extra=$2; shift 2 ;;
     --sdft) sdft_extra=$2; shift 2 ;;
     --eval) eval_extra=$2; shift 2 ;;
+    --judge) judge=$2; shift 2 ;;
     *) echo "unknown option $1 (see the header of $0)" >&2; exit 2 ;;
   esac
 done
@@ -53,6 +57,21 @@ else
   launch=("$python")
 fi
 export HF_HUB_OFFLINE=${HF_HUB_OFFLINE:-0}
+
+# The judge: Table 1 is GPT-4-judged, so the LLM judge whenever its key is there; keyword only by choice or necessity.
+key_env=${JUDGE_KEY_ENV:-OPENAI_API_KEY}
+case "$judge" in
+  auto) if [ -n "${!key_env:-}" ]; then judge=llm; else judge=keyword; fi ;;
+  llm) [ -n "${!key_env:-}" ] || { echo "--judge llm needs \$$key_env (the judge endpoint's API key)" >&2; exit 2; } ;;
+  keyword) ;;
+  *) echo "--judge $judge: expected auto, llm or keyword" >&2; exit 2 ;;
+esac
+if [ "$judge" = keyword ]; then
+  echo "judge: keyword (no \$$key_env): RSR/JSR are keyword-judged, not comparable to Table 1's GPT-4-judged numbers" >&2
+else
+  echo "judge: llm (the paper's settings: safety.llm.*, key from \$$key_env)" >&2
+fi
+judge_args=("safety.judge=$judge" "safety.llm.api_key_env=$key_env")
 
 # The safety set: the paper's two HEx-PHI files when given, else JailbreakBench (the offline default).
 if [ -n "$harmful" ]; then
@@ -70,7 +89,7 @@ for dataset in $datasets; do
     train_data=("dataset.path=$data_dir/$dataset/train.jsonl")
     eval_data=("$dataset.path=$data_dir/$dataset/test.jsonl")
   fi
-  suites=("suite=[$dataset,safety]" "${safety_args[@]}" "${eval_data[@]}")
+  suites=("suite=[$dataset,safety]" "${safety_args[@]}" "${judge_args[@]}" "${eval_data[@]}")
 
   echo "== $dataset / seed model"
   # shellcheck disable=SC2086

@@ -24,6 +24,7 @@ COLUMNS = [
     "guard",
     "rsr",
     "jsr",
+    "judge",
     "utility",
     "utility_metric",
     "loss_first_k",
@@ -71,6 +72,7 @@ def run_row(run_dir: Path) -> dict[str, Any]:
         "guard": guard,
         "rsr": safety.get("rsr"),
         "jsr": safety.get("jsr"),
+        "judge": safety.get("judge"),  # keyword- and LLM-judged rates are not comparable: every row names its judge
         "utility": utility,
         "utility_metric": metric,
         "loss_first_k": summary.get("loss_first_k"),

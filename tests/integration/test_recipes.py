@@ -124,11 +124,14 @@ def test_reproduce_paper_script_runs_every_row_on_the_tiny_model(tmp_path):
          "--data-dir", str(data), "--hexphi", str(hexphi), "--harmful-hexphi", str(harmful), "--train", train_args,
          "--sdft", "objective.max_new_tokens=4",
          "--eval", eval_args],
-        env={**__import__("os").environ, "PYTHON": sys.executable, "HF_HUB_OFFLINE": "1"},
+        env={**{k: v for k, v in __import__("os").environ.items() if k != "OPENAI_API_KEY"},
+             "PYTHON": sys.executable, "HF_HUB_OFFLINE": "1"},
         capture_output=True, text=True, timeout=1800,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
+    assert "judge: keyword (no $OPENAI_API_KEY): RSR/JSR are keyword-judged, not comparable" in result.stderr
     rows = list(csv.DictReader((out / "report" / "report.csv").open()))
+    assert {r["judge"] for r in rows} == {"keyword"}  # every row names its judge
     methods = ["constrained_sft", "real_prefix", "sdft", "seed", "vanilla", "virtual_prefix"]
     assert sorted(r["run"] for r in rows) == sorted(f"{d}-{m}" for d in ("gsm8k", "samsum") for m in methods)
     assert {(r["method"], r["objective"]) for r in rows} == {
@@ -143,3 +146,34 @@ def test_reproduce_paper_script_runs_every_row_on_the_tiny_model(tmp_path):
     assert all(r["rsr_change"] != "" for r in rows if r["method"] != "seed")  # each run against its seed
     metrics = read_metrics(out / "runs" / "gsm8k-real_prefix" / "metrics.jsonl")
     assert metrics[0]["train/examples"] == 8
+
+
+@pytest.mark.parametrize(
+    ("key", "flag", "expected"),
+    [
+        ("sk-x", [], "llm"),
+        (None, [], "keyword"),
+        ("sk-x", ["--judge", "keyword"], "keyword"),
+        (None, ["--judge", "llm"], 2),
+    ],
+)
+def test_reproduce_paper_judges_with_the_papers_llm_judge_whenever_its_key_is_set(tmp_path, key, flag, expected):
+    """Table 1 is GPT-4-judged: the script used to run the keyword judge whatever the environment."""
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k != "OPENAI_API_KEY"}
+    env["PYTHON"] = "echo"  # print each command instead of running it
+    if key:
+        env["OPENAI_API_KEY"] = key
+    result = subprocess.run(
+        [str(ROOT / "scripts" / "reproduce_paper.sh"), "--model", "tiny", "--gpus", "1", "--out", str(tmp_path),
+         "--datasets", "gsm8k", "--methods", "vanilla", *flag],
+        env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    if expected == 2:
+        assert result.returncode == 2 and "--judge llm needs $OPENAI_API_KEY" in result.stderr
+        return
+    assert result.returncode == 0, result.stderr
+    evaluations = [line for line in result.stdout.splitlines() if line.startswith("evaluate.py")]
+    assert len(evaluations) == 2 and all(f"safety.judge={expected}" in line for line in evaluations)
+    assert key is None or key not in result.stdout + result.stderr  # the key itself is never on a command line
