@@ -2,12 +2,12 @@
 # Reproduce the paper's Table 1: seed, vanilla, SDFT, Constrained SFT, real_prefix (m=6) and virtual_prefix, each on
 # GSM8K and SAMSum; then evaluate every run (utility + safety) and write the report (scripts/report.py).
 #
-#   scripts/reproduce_paper.sh --model llama2 --gpus 4                       # the paper: Llama-2-7B-chat, 4 GPUs
+#   scripts/reproduce_paper.sh --model llama2_reference --gpus 4                       # the paper: Llama-2-7B-chat, 4 GPUs
 #   scripts/reproduce_paper.sh --model tiny --gpus 1 --data-dir DIR --safety jbb.csv \
 #       --train "trainer.max_steps=2 ..." --eval "gsm8k.limit=4 ..."        # a CPU smoke run
 #
 # Options:
-#   --model NAME      configs/model/NAME.yaml (default llama2)
+#   --model NAME      configs/model/NAME.yaml (default llama2_reference: the paper's prompt string)
 #   --gpus N          processes; N > 1 runs `accelerate launch` with --accelerate-config (default 4)
 #   --accelerate-config FILE   (default configs/accelerate/fsdp.yaml: the paper's full fine-tune)
 #   --out DIR         where runs and the report go (default outputs/paper)
@@ -27,7 +27,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-model=llama2 gpus=4 out=outputs/paper data_dir="" safety=../shared/data/safety/jbb_behaviors.csv hexphi="" harmful=""
+model=llama2_reference gpus=4 out=outputs/paper data_dir="" safety=../shared/data/safety/jbb_behaviors.csv hexphi="" harmful=""
 accelerate_config=configs/accelerate/fsdp.yaml
 datasets="gsm8k samsum" methods="vanilla sdft constrained_sft real_prefix virtual_prefix"
 train_extra="" sdft_extra="" eval_extra="" judge=auto

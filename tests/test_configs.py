@@ -26,7 +26,7 @@ def options(group: str) -> list[str]:
 
 class TestConfigGroups:
     def test_groups_offer_the_documented_options(self):
-        assert options("model") == ["llama2", "llama3", "mistral", "qwen2_5", "smollm2", "tiny"]
+        assert options("model") == ["llama2", "llama2_reference", "llama3", "mistral", "qwen2_5", "smollm2", "tiny"]
         assert options("dataset") == ["arithmetic", "gsm8k", "jsonl", "samsum"]
         assert options("method") == [
             "constrained_sft", "real_prefix", "sdft", "vanilla", "virtual_prefix", "virtual_prefix_untrained",

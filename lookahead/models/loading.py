@@ -56,8 +56,19 @@ def load_tokenizer(cfg: DictConfig, model_path: str) -> Any:
         ) from None
     template = cfg.get("chat_template")
     if template:
-        tokenizer.chat_template = Path(template).read_text() if Path(template).is_file() else template
+        tokenizer.chat_template = chat_template_text(str(template))
     return tokenizer
+
+
+TEMPLATES_DIR = Path(__file__).resolve().parent / "templates"
+
+
+def chat_template_text(template: str) -> str:
+    """`model.chat_template`: a shipped template's name (`llama2_reference`), a .jinja file, or the template itself."""
+    shipped = TEMPLATES_DIR / f"{template}.jinja"
+    if "/" not in template and shipped.is_file():
+        return shipped.read_text()
+    return Path(template).read_text() if Path(template).is_file() else template
 
 
 def build_tiny_llama(cfg: DictConfig, tokenizer: Any, seed: int) -> Any:
