@@ -201,7 +201,7 @@ def test_report_on_a_two_job_sweep_writes_table_and_plots(tmp_path):
     out = sweep_dir / "report"
     table = (out / "report.md").read_text().splitlines()
     assert len(table) == 4 and "m=2" in table[2] and "m=4" in table[3]
-    assert table[0].startswith("| run | method | preview | objective | guard | rsr | jsr | utility")
+    assert table[0].startswith("| run | method | preview | objective | guard | rsr | jsr | judge | utility")
     for png in ("safety_utility.png", "kl_overlay.png"):
         image = matplotlib.image.imread(out / png)
         assert image.shape[0] > 100 and image.shape[1] > 100
