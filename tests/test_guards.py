@@ -364,3 +364,17 @@ def test_each_process_computes_a_share_of_the_directions_and_all_get_them_all(pa
         assert set(r["bases"]) == set(names)
         for name in names:
             torch.testing.assert_close(torch.tensor(r["bases"][name]), alone[name].basis)
+
+
+def test_directions_too_large_for_the_gpu_stay_in_cpu_memory(monkeypatch):
+    """At 7B the paper's C matrices are about 42 GB: moved onto a 40 GB GPU they would not fit beside the model."""
+    from types import SimpleNamespace
+
+    from lookahead.guards import directions as module
+
+    big = SimpleNamespace(basis=None, matrix=torch.zeros(1000, 1000))  # 4 MB
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (6_000_000, 80_000_000_000))
+    assert not module.fits_on("cuda:0", [big])  # 4 MB > half of 6 MB free
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (10_000_000, 80_000_000_000))
+    assert module.fits_on("cuda:0", [big])
+    assert module.fits_on("cpu", [big]) and module.fits_on(None, [big])

@@ -193,7 +193,24 @@ def shared_directions(
 
         for share in gather_object([computed]):
             everything.update(share)
+    if not fits_on(device, everything.values()):
+        log.warning(
+            "guard: the alignment directions take more than half of %s's free memory; they stay in CPU memory and are "
+            "copied per layer at each step (guard.projector=exact with guard.energy < 1 keeps far fewer)",
+            device,
+        )
+        device = None
     return {name: everything[name].to(device) for name in weight_names}, len(computed)
+
+
+def fits_on(device: Any, directions: Any) -> bool:
+    """Whether the directions take at most half of a CUDA device's free memory (any other device: yes). At 7B the
+    paper's C matrices are about 42 GB in fp32."""
+    if device is None or torch.device(device).type != "cuda":
+        return True
+    size = sum(t.numel() * t.element_size() for d in directions for t in (d.basis, d.matrix) if t is not None)
+    free, _ = torch.cuda.mem_get_info(torch.device(device))
+    return size <= free / 2
 
 
 def lora_modules(model: Any) -> dict[str, Any]:
