@@ -28,26 +28,33 @@ def tiny_cfg():
     return cfg
 
 
-@pytest.fixture
-def pair(tmp_path):
-    """(aligned folder, base folder, {weight name: V}) for the tiny model built with seed 0 as the aligned model."""
+def write_pair(folder, seed: int, draw_v):
+    """(aligned folder, base folder, {weight name: V}): the tiny model built with seed 0 is the aligned model, and
+    the base is it minus V = draw_v(shape, generator) in every targeted weight."""
     cfg = tiny_cfg()
     tokenizer = load_tokenizer("chatml-style")
     aligned = build_tiny_llama(cfg.model, tokenizer, seed=0)
     base = build_tiny_llama(cfg.model, tokenizer, seed=0)
-    generator = torch.Generator().manual_seed(1)
+    generator = torch.Generator().manual_seed(seed)
     directions = {}
     with torch.no_grad():
         for name, param in base.named_parameters():
             if any(t in name for t in TARGETS):
-                out_features = param.shape[0]
-                u = torch.randn(out_features, 2, generator=generator)  # a rank-2 alignment direction
-                v = torch.randn(2, param.shape[1], generator=generator)
-                directions[name] = u @ v
+                directions[name] = draw_v(param.shape, generator)
                 param -= directions[name]  # base = aligned - V
-    aligned.save_pretrained(tmp_path / "aligned")
-    base.save_pretrained(tmp_path / "base")
-    return tmp_path / "aligned", tmp_path / "base", directions
+    aligned.save_pretrained(folder / "aligned")
+    base.save_pretrained(folder / "base")
+    return folder / "aligned", folder / "base", directions
+
+
+def rank_two(shape, generator):
+    """A rank-2 alignment direction."""
+    return torch.randn(shape[0], 2, generator=generator) @ torch.randn(2, shape[1], generator=generator)
+
+
+@pytest.fixture
+def pair(tmp_path):
+    return write_pair(tmp_path, 1, rank_two)
 
 
 def lora_model(seed: int = 3):
@@ -158,28 +165,18 @@ def test_asft_on_a_full_finetune_measures_the_update_from_the_seed(pair):
     assert guard.penalty(model).detach().item() == pytest.approx(float((orthogonal**2).sum()), rel=1e-4)
 
 
+def full_rank(shape, generator):
+    """V at full rank, as RLHF moves every weight, with decaying singular values (a share of the energy sits in a
+    few leading directions)."""
+    u = torch.linalg.qr(torch.randn(shape[0], shape[0], generator=generator))[0]
+    w = torch.linalg.qr(torch.randn(shape[1], shape[1], generator=generator))[0]
+    k = min(shape)
+    return u[:, :k] @ torch.diag(torch.tensor([0.9**i for i in range(k)])) @ w[:, :k].T
+
+
 @pytest.fixture
 def full_rank_pair(tmp_path):
-    """(aligned folder, base folder, {weight name: V}) where V perturbs every weight at full rank, as RLHF does."""
-    cfg = tiny_cfg()
-    tokenizer = load_tokenizer("chatml-style")
-    aligned = build_tiny_llama(cfg.model, tokenizer, seed=0)
-    base = build_tiny_llama(cfg.model, tokenizer, seed=0)
-    generator = torch.Generator().manual_seed(7)
-    directions = {}
-    with torch.no_grad():
-        for name, param in base.named_parameters():
-            if any(t in name for t in TARGETS):
-                # decaying singular values, so a share of the energy sits in a few leading directions
-                u = torch.linalg.qr(torch.randn(param.shape[0], param.shape[0], generator=generator))[0]
-                w = torch.linalg.qr(torch.randn(param.shape[1], param.shape[1], generator=generator))[0]
-                k = min(param.shape)
-                s = torch.tensor([0.9**i for i in range(k)])
-                directions[name] = u[:, :k] @ torch.diag(s) @ w[:, :k].T
-                param -= directions[name]
-    aligned.save_pretrained(tmp_path / "aligned-full")
-    base.save_pretrained(tmp_path / "base-full")
-    return tmp_path / "aligned-full", tmp_path / "base-full", directions
+    return write_pair(tmp_path / "full", 7, full_rank)
 
 
 class TestAsftOnAFullRankDirection:

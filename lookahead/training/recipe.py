@@ -197,7 +197,9 @@ def finish_from_checkpoint(trainer: LookaheadTrainer, checkpoint: Path) -> Any:
 
     model = trainer.accelerator.unwrap_model(trainer.model)
     adapter = checkpoint / "adapter_model.safetensors"
-    if adapter.is_file():
+    if trainer.is_deepspeed_enabled:
+        pass  # no engine is built to load into: save_weights copies the checkpoint's consolidated weights to final/
+    elif adapter.is_file():
         from peft import set_peft_model_state_dict
 
         set_peft_model_state_dict(model, load_file(adapter))
@@ -265,12 +267,6 @@ def save_weights(trainer: LookaheadTrainer, final_dir: Path, finished_from: Path
 def run_training(trainer: LookaheadTrainer, resume_from: Path | None, run_dir: Path, experiment_run: Any) -> Any:
     """`trainer.train()` under the stop-signal handlers; a failed checkpoint write or a signal becomes one error."""
     if is_finished(trainer, resume_from) and not trainer.is_fsdp_enabled:
-        if trainer.is_deepspeed_enabled:  # no engine is built; save_weights copies the checkpoint's weights
-            from transformers import TrainerState
-            from transformers.trainer_utils import TrainOutput
-
-            trainer.state = TrainerState.load_from_json(str(resume_from / "trainer_state.json"))
-            return TrainOutput(trainer.state.global_step, last_logged(trainer.state.log_history, "loss"), {})
         return finish_from_checkpoint(trainer, resume_from)
     try:
         with trainer.stop_request.installed():
