@@ -123,18 +123,19 @@ def batch_layout(trainer_cfg: DictConfig, world_size: int) -> tuple[int, int]:
 def adopt_launcher_precision(kwargs: dict[str, Any], launcher_precision: str | None) -> None:
     """A launcher's mixed precision (`accelerate launch` with mixed_precision: bf16) becomes the run's, so the Trainer
     and DeepSpeed agree: transformers refuses a DeepSpeed bf16 config with `bf16=false`. A conflict is an error."""
-    if launcher_precision in (None, "", "no") or kwargs.get("bf16") or kwargs.get("fp16"):
-        chosen = "bf16" if kwargs.get("bf16") else "fp16" if kwargs.get("fp16") else None
-        if chosen and launcher_precision not in (None, "", "no", chosen):
-            raise ConfigError(
-                f"trainer.{chosen}=true but the launcher's mixed_precision is {launcher_precision}: set one of them "
-                "to match the other"
-            )
+    launcher = launcher_precision or "no"
+    chosen = "bf16" if kwargs.get("bf16") else "fp16" if kwargs.get("fp16") else None
+    if chosen and launcher not in ("no", chosen):
+        raise ConfigError(
+            f"trainer.{chosen}=true but the launcher's mixed_precision is {launcher}: set one of them to match the "
+            "other"
+        )
+    if chosen or launcher == "no":
         return
-    if launcher_precision not in ("bf16", "fp16"):
-        raise ConfigError(f"the launcher's mixed_precision={launcher_precision!r}: lookahead trains in bf16 or fp16")
-    log.info("trainer.%s=true, from the launcher's mixed_precision", launcher_precision)
-    kwargs[launcher_precision] = True
+    if launcher not in ("bf16", "fp16"):
+        raise ConfigError(f"the launcher's mixed_precision={launcher!r}: lookahead trains in bf16 or fp16")
+    log.info("trainer.%s=true, from the launcher's mixed_precision", launcher)
+    kwargs[launcher] = True
 
 
 def training_arguments_kwargs(
