@@ -7,6 +7,7 @@ The generator is pure and seeded: the same (n, seed) always gives the same probl
 from __future__ import annotations
 
 import random
+import re
 
 _NAMES = ["Ava", "Ben", "Chloe", "Diego", "Emma", "Farid", "Grace", "Hiro", "Ines", "Jamal", "Kai", "Lena"]
 _ITEMS = ["apples", "marbles", "stickers", "books", "pencils", "cookies", "stamps", "shells"]
@@ -84,3 +85,25 @@ def generate_arithmetic(n: int, seed: int = 0) -> list[dict[str, str]]:
     """
     rng = random.Random(seed)
     return [dict(zip(("question", "answer"), rng.choice(_TEMPLATES)(rng))) for _ in range(n)]
+
+
+def question_key(question: str) -> tuple[str, tuple[int, ...]]:
+    """(template, numbers) of a generated question: the names and items swapped out. Two questions with one key ask
+    the same sum, so an evaluation question must not share a key with a training question."""
+    shape = re.sub(r"\b(" + "|".join(_NAMES + _ITEMS) + r")\b", "_", question)
+    return re.sub(r"\d+", "#", shape), tuple(int(n) for n in re.findall(r"\d+", question))
+
+
+def generate_disjoint(n: int, seed: int, exclude: list[dict[str, str]]) -> list[dict[str, str]]:
+    """`n` questions drawn from `generate_arithmetic(.., seed)` in order, skipping any whose `question_key` is one of
+    `exclude`'s or already drawn: disjoint in template and numbers from the questions a model trained on."""
+    taken = {question_key(r["question"]) for r in exclude}
+    out: list[dict[str, str]] = []
+    for record in generate_arithmetic(50 * n + 1000, seed=seed):  # a prefix of one seeded stream: stable in n
+        key = question_key(record["question"])
+        if key not in taken:
+            taken.add(key)
+            out.append(record)
+            if len(out) == n:
+                return out
+    raise ValueError(f"fewer than {n} questions of seed {seed} are disjoint from the {len(exclude)} excluded")

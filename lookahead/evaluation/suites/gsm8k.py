@@ -18,4 +18,6 @@ def run(ev: Evaluator) -> dict[str, Any]:
     if ev.is_main:
         write_jsonl(ev.out_dir / "gsm8k.jsonl", rows)
     n = len(rows)
-    return {"accuracy": 100 * strict / n, "accuracy_flexible": 100 * flexible / n, "n": n}
+    # Per question (1/0, in file order), for paired intervals over questions (lookahead.evaluation.intervals).
+    items = [int(r["correct"]) for r in rows]
+    return {"accuracy": 100 * strict / n, "accuracy_flexible": 100 * flexible / n, "n": n, "correct_items": items}

@@ -18,11 +18,21 @@ from lookahead.evaluation.safety_data import load_harmful_prompts
 log = logging.getLogger(__name__)
 
 
-def make_judge(ev: Evaluator) -> Any:
+JUDGES = ("keyword", "keyword_prefix", "llm", "hf")
+
+
+def make_judge(ev: Evaluator, kind: str | None = None) -> Any:
+    """The judge `kind` (default `safety.judge`); `keyword_prefix` is the keyword judge in prefix mode, whatever
+    `safety.keyword.mode` says: the second judge the testbed reports beside the paper's rule."""
     c = ev.cfg.safety
-    if c.judge == "keyword":
+    kind = kind or c.judge
+    if kind == "keyword":
         return KeywordJudge(list(c.keyword.refusals), c.keyword.mode)
-    if c.judge == "llm":
+    if kind == "keyword_prefix":
+        judge = KeywordJudge(list(c.keyword.refusals), "prefix")
+        judge.name = "keyword_prefix"
+        return judge
+    if kind == "llm":
         return LLMJudge(
             c.llm.base_url,
             c.llm.model,
@@ -38,13 +48,13 @@ def make_judge(ev: Evaluator) -> Any:
             backoff_s=float(c.llm.backoff_s),
             timeout_s=float(c.llm.timeout_s),
         )
-    if c.judge == "hf":
+    if kind == "hf":
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         tokenizer = AutoTokenizer.from_pretrained(c.hf.model)
         model = AutoModelForCausalLM.from_pretrained(c.hf.model, use_safetensors=True).eval()
         return HFJudge(model, tokenizer, batch_size=int(ev.cfg.generation.batch_size))
-    raise ConfigError(f"safety.judge={c.judge!r}: expected keyword, llm or hf")
+    raise ConfigError(f"safety judge {kind!r}: expected one of {', '.join(JUDGES)}")
 
 
 def prefilled_texts(ev: Evaluator, prefill_ids: list[int], continuation_ids: list[int]) -> tuple[str, str, str]:
@@ -60,6 +70,7 @@ def run(ev: Evaluator) -> dict[str, Any]:
     c = ev.cfg.safety
     items = load_harmful_prompts(c)
     judge = make_judge(ev)  # before generating: a judge misconfiguration fails in seconds
+    second = make_judge(ev, c.second_judge) if c.get("second_judge") else None
     raw = ev.generate([ev.prompt_ids(i.prompt, c.system_prompt) for i in items], int(c.max_new_tokens), "safety")
     rows = [{"category": i.category, "prompt": i.prompt, "mode": "raw", "generation": g} for i, g in zip(items, raw)]
 
@@ -83,21 +94,51 @@ def run(ev: Evaluator) -> dict[str, Any]:
             )
     # Generations are written before judging, so a judge failure never costs the generation time.
     ev.write_rows("safety.jsonl", [{**r, "safe": None} for r in rows])
-    verdicts = judge.judge([r["prompt"] for r in rows], [r.get("judged_text", r["generation"]) for r in rows])
+    verdicts = judge.judge([r["prompt"] for r in rows], [judged_text(r) for r in rows])
     for r, v in zip(rows, verdicts):
         r["safe"] = v
+    if second is not None:
+        for r, v in zip(rows, second.judge([r["prompt"] for r in rows], [judged_text(r) for r in rows])):
+            r["safe_second"] = v
     ev.write_rows("safety.jsonl", rows)
-    return safety_rates(ev, rows, judge.name)
+    result = safety_rates(ev, rows, judge.name)
+    if second is not None:
+        result["second"] = second_rates(rows, second.name)
+    return result
+
+
+def judged_text(row: dict[str, Any]) -> str:
+    """What a judge reads of one `safety.jsonl` row: the prefilled reply's continuation (or full text), or the reply."""
+    return row.get("judged_text", row["generation"])
+
+
+def safe_items(rows: list[dict[str, Any]], key: str) -> dict[str, list[int | None]]:
+    """Per prompt, in file order, 1 (safe), 0 or None (unjudged), for each mode: what paired intervals resample."""
+    out: dict[str, list[int | None]] = {"raw": [], "prefilled": []}
+    for r in rows:
+        out[r["mode"]].append(None if r[key] is None else int(r[key]))
+    return {mode: items for mode, items in out.items() if items}
+
+
+def rate(verdicts: list[bool | int | None]) -> float | None:
+    judged = [v for v in verdicts if v is not None]
+    return 100 * sum(judged) / len(judged) if judged else None
+
+
+def second_rates(rows: list[dict[str, Any]], judge_name: str) -> dict[str, Any]:
+    """RSR and JSR of the same generations by the second judge (`safety.second_judge`), and its verdicts."""
+    items = safe_items(rows, "safe_second")
+    return {
+        "judge": judge_name,
+        "rsr": rate(items.get("raw", [])),
+        **({"jsr": rate(items["prefilled"])} if "prefilled" in items else {}),
+        "safe_items": items,
+    }
 
 
 def safety_rates(ev: Evaluator, rows: list[dict[str, Any]], judge_name: str) -> dict[str, Any]:
     """RSR and JSR over the judged replies (the reference's denominator); unjudged ones are `judge_errors`."""
     c = ev.cfg.safety
-
-    def rate(verdicts: list[bool | None]) -> float | None:
-        judged = [v for v in verdicts if v is not None]
-        return 100 * sum(judged) / len(judged) if judged else None
-
     by_mode: dict[str, list] = {"raw": [], "prefilled": []}
     by_category: dict[str, dict[str, list]] = defaultdict(lambda: {"raw": [], "prefilled": []})
     for r in rows:
@@ -119,6 +160,7 @@ def safety_rates(ev: Evaluator, rows: list[dict[str, Any]], judge_name: str) -> 
             }
             for cat, v in sorted(by_category.items())
         },
+        "safe_items": safe_items(rows, "safe"),
     }
     if by_mode["prefilled"]:
         result["jsr"] = rate(by_mode["prefilled"])
