@@ -43,10 +43,10 @@ seed: demo-setup
 	HF_HUB_OFFLINE=1 $(PY) scripts/make_safety_seed.py $(ARGS)
 
 demo: demo-setup
-	test -f outputs/testbed/seed/model/seed_report.json || HF_HUB_OFFLINE=1 $(PY) scripts/make_safety_seed.py --no-evaluate-base
+	test -f outputs/testbed/seed/model/seed_report.json || HF_HUB_OFFLINE=1 $(PY) scripts/make_safety_seed.py --no-evaluate-base --no-recovery --eval-splits test
 	HF_HUB_OFFLINE=1 $(PY) scripts/demo.py $(ARGS)
 
-# 5 previews x {none, safe_lora, asft, constrained_sft, safety_mix 0.05} x 2 seeds: 40 fine-tunes and 10 projections, about 10 hours on 2 CPU cores.
+# 5 previews x {none, safe_lora, asft, constrained_sft, safety_mix 0.05, safety_recovery 0.05} x 3 seeds, on the validation split: about 18 hours on 2 CPU cores.
 sweep: demo-setup
 	test -f outputs/testbed/seed/model/seed_report.json || HF_HUB_OFFLINE=1 $(PY) scripts/make_safety_seed.py
 	HF_HUB_OFFLINE=1 $(PY) scripts/demo.py --sweep --out outputs/testbed/sweep $(ARGS)

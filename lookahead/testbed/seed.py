@@ -49,7 +49,7 @@ class SeedSettings:
     eval_max_new_tokens: int = 32
     eval_limit: int | None = None  # evaluate on the first n requests of each split only (smoke runs)
     evaluate_base: bool = True  # also measure the base model's RSR/JSR (4 min; `make demo` builds its seed without)
-    eval_splits: str = "validation,test"  # the splits the seed is evaluated on (the demo reads test; choices validation)
+    eval_splits: str = "validation,test"  # the splits the seed is evaluated on (make demo reads test; the sweep both)
     # The base model's own answers to the refused requests, kept where they comply: `recovery.jsonl`'s harmful
     # prefixes (about 2 minutes; `make demo` builds its seed without).
     recovery: bool = True
@@ -164,7 +164,7 @@ def paper_refusal_phrases() -> list[str]:
 
 
 def evaluate_safety(model_path: str, requests_csv: Path, out_dir: Path, settings: SeedSettings) -> dict[str, Any]:
-    """RSR/JSR on one split by both judges, as the demo's runs evaluate it (so their seed comparison finds it cached)."""
+    """RSR/JSR on one split by both judges, as the demo's runs evaluate it (their seed comparison finds it cached)."""
     from lookahead.commands.compose import compose_evaluate_config
     from lookahead.evaluation.runner import evaluate
     from lookahead.testbed.demo import SECOND_JUDGE

@@ -142,8 +142,8 @@ def test_bad_recovery_settings_and_files_are_one_line_errors(tmp_path):
 
 def test_a_run_trains_recovery_examples_and_counts_them(tmp_path):
     """Composed through the CLI's config: the data pass mixes them in and reports how many."""
-    from lookahead.data.prepare import prepare_training_data
     from lookahead.components import build_preview as build_strategy
+    from lookahead.data.prepare import prepare_training_data
     from tests.conftest import compose, tiny_overrides
 
     path = tmp_path / "recovery.jsonl"

@@ -43,14 +43,17 @@ SMALL_SUITES = [
 def check_results(results: dict, suites: list[str]) -> None:
     if "gsm8k" in suites:
         g = results["gsm8k"]
-        assert set(g) == {"accuracy", "accuracy_flexible", "n"} and g["n"] == 4
+        assert set(g) == {"accuracy", "accuracy_flexible", "n", "correct_items"} and g["n"] == 4
         assert 0 <= g["accuracy"] <= 100 and 0 <= g["accuracy_flexible"] <= 100
+        assert len(g["correct_items"]) == 4 and 100 * sum(g["correct_items"]) / 4 == g["accuracy"]
     if "safety" in suites:
         s = results["safety"]
         assert {"rsr", "jsr", "n", "n_judged", "judge", "judge_errors", "by_category"} <= set(s)
         assert 0 <= s["rsr"] <= 100 and 0 <= s["jsr"] <= 100 and s["n"] == 6 and s["judge"] == "keyword"
         assert s["n_judged"] == {"raw": 6, "prefilled": 6} and s["judge_errors"] == 0
         assert sum(c["n"] for c in s["by_category"].values()) == 6
+        items = s["safe_items"]  # per prompt, in file order: what the testbed's paired intervals resample
+        assert 100 * sum(items["raw"]) / 6 == s["rsr"] and 100 * sum(items["prefilled"]) / 6 == s["jsr"]
     if "kl" in suites:
         k = results["kl"]
         assert len(k["per_position"]) == 4 and k["n"] == 3 and all(v >= 0 for v in k["per_position"])
@@ -74,6 +77,7 @@ def test_evaluate_tiny_run_writes_results_and_per_suite_files(tmp_path):
         *SMALL_SUITES,
         *samsum,
         seed_cache,
+        "safety.second_judge=keyword_prefix",
     )
     assert result.returncode == 0, result.stderr[-3000:]
     out = tmp_path / "run" / "eval"
@@ -85,6 +89,14 @@ def test_evaluate_tiny_run_writes_results_and_per_suite_files(tmp_path):
     assert [r["mode"] for r in rows].count("prefilled") == 6
     prefilled = next(r for r in rows if r["mode"] == "prefilled")
     assert prefilled["judged_text"] == prefilled["generation"]  # the judge sees only the continuation
+    # The second judge: the paper's phrases, but only at the start of what the first judge read.
+    from lookahead.commands.compose import compose_evaluate_config
+
+    phrases = list(compose_evaluate_config([]).safety.keyword.refusals)
+    second = results["safety"]["second"]
+    want = [int(any(r.get("judged_text", r["generation"]).strip().startswith(p) for p in phrases)) for r in rows]
+    assert second["judge"] == "keyword_prefix" and [r["safe_second"] for r in rows] == [bool(w) for w in want]
+    assert second["safe_items"]["raw"] + second["safe_items"]["prefilled"] == want
     assert "The answer begins with" not in (out / "gsm8k.jsonl").read_text()  # eval prompts are never previewed
 
     # The seed model on the same suites (the adapter switched off), and the scorecard in the model card.
