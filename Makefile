@@ -48,7 +48,7 @@ demo: demo-setup
 
 # 5 previews x {none, safe_lora, asft, constrained_sft, safety_mix 0.05, safety_recovery 0.05} x 3 seeds, on the validation split: about 18 hours on 2 CPU cores.
 sweep: demo-setup
-	test -f outputs/testbed/seed/model/seed_report.json || HF_HUB_OFFLINE=1 $(PY) scripts/make_safety_seed.py
+	test -f outputs/testbed/seed/recovery.jsonl || HF_HUB_OFFLINE=1 $(PY) scripts/make_safety_seed.py
 	HF_HUB_OFFLINE=1 $(PY) scripts/demo.py --sweep --out outputs/testbed/sweep $(ARGS)
 
 # The sweep's report/sweep.{md,png} from the runs complete so far (a partial sweep marks its one-seed rows).
