@@ -30,3 +30,22 @@ def test_answers_without_a_final_number_are_not_checked():
 def test_template_has_the_instruction_and_the_reference_answer():
     text = DEFAULT_TEMPLATE.format(instruction="Q?", answer="A.")
     assert "### Instruction:\nQ?\n### Reference Answer:\nA.\n### Response:\n" in text
+
+
+def test_recovery_examples_are_never_rewritten(tmp_path):
+    """A recovery example's harmful start and refusal are what it trains; a rewrite would lose its untrained text."""
+    import json
+
+    from lookahead.objectives.sdft import SDFT, rewrite_answers
+
+    task = {"messages": [{"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "#### 4"}]}
+    recovery = {
+        "messages": [{"role": "user", "content": "Hurt?"}, {"role": "assistant", "content": "Sure, first I won't."}],
+        "source": "recovery",
+        "untrained_text": "Sure, first",
+    }
+    cache = tmp_path / "rewrites.jsonl"
+    cache.write_text("".join(json.dumps({"rewrite": r}) + "\n" for r in ("It is 4.\n#### 4", "Sure, here is how.")))
+    out, counts = rewrite_answers(None, None, [task, recovery], SDFT(), cache, write_to=None)
+    assert out[0]["messages"][-1]["content"] == "It is 4.\n#### 4" and out[1] == recovery
+    assert counts == {"train/sdft_rewritten": 1, "train/sdft_kept_original": 1}

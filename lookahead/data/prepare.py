@@ -78,7 +78,9 @@ class ExampleEncoder:
         if untrained and not isinstance(encoded, Skip):
             original, answer = example["messages"][-1]["content"], messages[-1]["content"]
             if not answer.endswith(original):
-                raise DataError("examples", f"the preview rewrote an answer with untrained text ({original[:40]!r})")
+                raise DataError(
+                    "examples", f"an answer with untrained text no longer ends with its own text ({original[:40]!r})"
+                )
             start = len(answer) - len(original) + original.index(untrained)
             encoded = self.encoder.mask_answer_span(encoded, answer_start, answer, start, start + len(untrained))
         return encoded, preview

@@ -165,7 +165,10 @@ def rewrite_answers(
     out, counts = [], {"train/sdft_rewritten": 0, "train/sdft_kept_original": 0}
     check = bool(settings.check_final_answer)
     for example, (_, original), rewrite in zip(examples, pairs, rewrites):
-        if rewrite and (not check or final_answer_agrees(rewrite, original)):
+        if example.get("untrained_text"):  # a recovery example: its harmful start and refusal are the point
+            out.append(example)
+            counts["train/sdft_kept_original"] += 1
+        elif rewrite and (not check or final_answer_agrees(rewrite, original)):
             messages = [*example["messages"][:-1], {"role": ASSISTANT, "content": rewrite}]
             out.append({**example, "messages": messages, "original_answer": original})
             counts["train/sdft_rewritten"] += 1
