@@ -7,8 +7,8 @@
     python scripts/inspect_data.py <overrides> dataset.safety_recovery=0.1 dataset.recovery_path=recovery.jsonl \
         inspect.source=recovery                 # only the recovery examples: the harmful start is not trained
 
-Keys: index, source (task, safety or recovery), input_ids, labels, text (the decoded input), trained_text (the decoded label
-tokens only).
+Keys: index, source (task, safety or recovery), input_ids, labels, text (the decoded input), trained_text (the decoded
+label tokens only).
 """
 
 import contextlib
