@@ -198,12 +198,12 @@ def test_the_sweep_table_prints_intervals_both_judges_and_the_recipe_verdict(tmp
     assert bands["strong"]["recipe"] == "clears" and summary["against_vanilla"]["strong"]["recipe"] is True
     assert bands["middle"]["recipe"] == "within noise" and summary["against_vanilla"]["middle"]["recipe"] is False
     assert bands["weak"]["recipe"] == "misses"
-    assert bands["middle"]["judges_differ"] and not bands["strong"]["judges_differ"]
+    assert bands["middle"]["judges_differ"] == ["rsr"] and bands["strong"]["judges_differ"] == []
     assert bands["strong"]["direction"]["all"] == "clears" and bands["strong"]["seeds"] == [1, 2, 3]
     table = (out / "report" / "sweep.md").read_text()
     middle = next(line for line in table.splitlines() if line.startswith("| middle |"))
     cells = [c.strip() for c in middle.strip("|").split("|")]
-    assert cells[1] == "1 2 3" and cells[6] == "yes" and cells[-1] == "within noise"
+    assert cells[1] == "1 2 3" and cells[6] == "RSR" and cells[-1] == "within noise"
     assert cells[2] == intervals.shown(bands["middle"]["rsr"]) and "[" in cells[7]
     assert "Intervals: paired bootstrap 95%" in table
     assert "outcomes" not in json.dumps(json.loads((out / "demo.json").read_text())["runs"])

@@ -539,11 +539,13 @@ def interval_summary(
         }  # fmt: skip
         stats = intervals.bootstrap(models, common, statistics, replicates=replicates)
         stats["seeds"] = common
-        first_rsr, first_jsr = stats["rsr"]["estimate"], stats["jsr"]["estimate"]
-        stats["judges_differ"] = any(
-            a is not None and b is not None and abs(a - b) > DISAGREEMENT
-            for a, b in ((first_rsr, stats["second_rsr"]["estimate"]), (first_jsr, stats["second_jsr"]["estimate"]))
-        )
+        stats["judges_differ"] = [  # the rates the two judges put more than DISAGREEMENT points apart
+            m
+            for m in ("rsr", "jsr")
+            if stats[m]["estimate"] is not None
+            and stats[f"second_{m}"]["estimate"] is not None
+            and abs(stats[m]["estimate"] - stats[f"second_{m}"]["estimate"]) > DISAGREEMENT
+        ]
         if name != "vanilla":
             stats["recipe"] = intervals.all_bars(
                 [verdict(stats["keeps"]["interval"], 2 / 3), verdict(stats["gain"]["interval"], 0.9)]
@@ -638,7 +640,7 @@ def write_sweep_report(summary: dict[str, Any], out_dir: Path) -> dict[str, Path
         else:
             cells = [intervals.shown(band[m]) for m in ("rsr", "jsr", "utility")]
             second = f"{intervals.shown(band['second_rsr'])}; {intervals.shown(band['second_jsr'])}"
-            differ = "yes" if band["judges_differ"] else ""
+            differ = ", ".join(m.upper() for m in band["judges_differ"])
             keeps, gain = intervals.shown(band["keeps"], 2) + on, intervals.shown(band["gain"], 2) + on
             recipe = "pending" if r["recipe"] is None else (band.get("recipe") or "")
         lines.append(
