@@ -102,8 +102,9 @@ class DemoSettings:
     safety_max_new_tokens: int = 32
     safety_limit: int | None = None
     max_steps: int = -1  # > 0: stop each fine-tune there (smoke runs)
-    # No LoRA dropout: 1.44x the training throughput on 2 cores (docs/benchmarks.md), which 3 seeds need to fit
-    # `make demo` in 75 minutes; chosen for time before any run of the current protocol was seen.
+    # No LoRA dropout: faster training (151 against 105 tok/s in docs/benchmarks.md's 3-step run; 6-6.5 minutes a
+    # demo run against about 8), which 3 seeds need to fit `make demo` in 75 minutes on 2 cores. Chosen for time
+    # before any run of the current protocol was seen.
     lora_dropout: float = 0.0
     # The second judge in the reports: keyword_prefix (every evaluation computes it), or a judge `rejudge` applied to
     # the saved generations (`scripts/demo.py --judge llm`).
