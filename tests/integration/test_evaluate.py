@@ -110,7 +110,10 @@ def test_evaluate_tiny_run_writes_results_and_per_suite_files(tmp_path):
     assert {"rsr", "jsr", "accuracy", "rouge1", "kl_position_1", "kl_position_4"} <= metrics  # kl.positions=4
     assert card.data.library_name == "peft"  # the training card's metadata is kept
 
-    again = python_cli("evaluate.py", f"run_dir={summary['run_dir']}", "suite=[safety]", *SMALL_SUITES, seed_cache)
+    again = python_cli(
+        "evaluate.py", f"run_dir={summary['run_dir']}", "suite=[safety]", *SMALL_SUITES, seed_cache,
+        "safety.second_judge=keyword_prefix",  # the same safety settings: the seed's cached result is found
+    )  # fmt: skip
     assert again.returncode == 0, again.stderr[-3000:]
     assert "Seed model: cached safety results" in again.stdout + again.stderr  # the seed's numbers are reused
     text = card_path.read_text()

@@ -17,9 +17,18 @@ pytestmark = pytest.mark.slow
 WORKER = str(ROOT / "tests" / "integration" / "fsdp2_worker.py")
 
 
+# Seen once in about ten runs of this file (2026-12-06, 2-core VM): a rank aborts in torch's C++ as the sharded
+# checkpoint loads, before the worker trains a step ("terminate called without an active exception", SIGABRT). The
+# launch is repeated once for that signature alone; whatever the second launch computes is checked as before.
+TORCH_ABORT = "terminate called without an active exception"
+
+
 def two_ranks(*args: str):
-    result = run_cli([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr",
-                      "127.0.0.1", "--master_port", str(free_port()), WORKER, *args])  # fmt: skip
+    for attempt in (1, 2):
+        result = run_cli([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr",
+                          "127.0.0.1", "--master_port", str(free_port()), WORKER, *args])  # fmt: skip
+        if result.returncode == 0 or TORCH_ABORT not in result.stderr or attempt == 2:
+            break
     assert result.returncode == 0, result.stderr[-3000:]
 
 
