@@ -17,9 +17,9 @@ pytestmark = pytest.mark.slow
 WORKER = str(ROOT / "tests" / "integration" / "fsdp2_worker.py")
 
 
-# Seen once in about ten runs of this file (2026-12-06, 2-core VM): a rank aborts in torch's C++ as the sharded
-# checkpoint loads, before the worker trains a step ("terminate called without an active exception", SIGABRT). The
-# launch is repeated once for that signature alone; whatever the second launch computes is checked as before.
+# Seen once (2026-12-06, a full-suite run on the 2-core VM; the file passed when run again): a rank aborted in torch's
+# C++ as the sharded checkpoint loaded, before the worker trained a step ("terminate called without an active
+# exception", SIGABRT). The launch is repeated once for that signature alone; the second launch is checked as before.
 TORCH_ABORT = "terminate called without an active exception"
 
 
