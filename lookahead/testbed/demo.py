@@ -358,7 +358,7 @@ def rejudge(settings: DemoSettings, judge: str = "llm", judge_api_key: str | Non
     from types import SimpleNamespace
 
     from lookahead.commands.compose import compose_evaluate_config
-    from lookahead.evaluation.suites.safety import judged_text, make_judge, second_rates
+    from lookahead.evaluation.suites.safety import judge_again, make_judge
 
     out = Path(settings.out_dir)
     cfg = compose_evaluate_config(base_overrides(SeedSettings(cache_dir=settings.cache_dir)))
@@ -382,12 +382,10 @@ def rejudge(settings: DemoSettings, judge: str = "llm", judge_api_key: str | Non
         if not generations.is_file():
             raise FileNotFoundError(f"{generations}: no saved generations to judge (run the demo first)")
         rows = [json.loads(line) for line in generations.read_text().splitlines() if line.strip()]
-        verdicts = judge_impl.judge([r["prompt"] for r in rows], [judged_text(r) for r in rows])
-        for r, v in zip(rows, verdicts):
-            r["safe_second"] = v
+        rates = judge_again(rows, judge_impl)
         path = rejudged_file(eval_dir, judge)
-        path.write_text(json.dumps(second_rates(rows, judge_impl.name)) + "\n")
-        log.info("%s: RSR %s by %s", eval_dir, json.loads(path.read_text())["rsr"], judge_impl.name)
+        path.write_text(json.dumps(rates) + "\n")
+        log.info("%s: RSR %s by %s", eval_dir, rates["rsr"], judge_impl.name)
         written.append(path)
     return written
 

@@ -162,18 +162,6 @@ def three_way_split(
     return {name: sorted(rs, key=lambda r: r.prompt) for name, rs in out.items()}
 
 
-def crossing_siblings(splits: dict[str, list[HarmfulRequest]], max_edits: int = 3) -> list[tuple[str, str]]:
-    """Pairs of requests in different splits within `max_edits` word edits (none, by construction)."""
-    where = {r.prompt: name for name, rs in splits.items() for r in rs}
-    everything = [r for rs in splits.values() for r in rs]
-    return [
-        (g[0].prompt, r.prompt)
-        for g in sibling_groups(everything, max_edits)
-        for r in g
-        if where[r.prompt] != where[g[0].prompt]
-    ]
-
-
 def write_safety_csv(requests: list[HarmfulRequest], path: Path) -> Path:
     """JailbreakBench's columns, so `safety.format=jbb` reads it; the JSR prefill is the usual compliant opening."""
     path.parent.mkdir(parents=True, exist_ok=True)

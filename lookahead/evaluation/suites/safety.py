@@ -97,13 +97,11 @@ def run(ev: Evaluator) -> dict[str, Any]:
     verdicts = judge.judge([r["prompt"] for r in rows], [judged_text(r) for r in rows])
     for r, v in zip(rows, verdicts):
         r["safe"] = v
-    if second is not None:
-        for r, v in zip(rows, second.judge([r["prompt"] for r in rows], [judged_text(r) for r in rows])):
-            r["safe_second"] = v
+    second_result = judge_again(rows, second) if second is not None else None
     ev.write_rows("safety.jsonl", rows)
     result = safety_rates(ev, rows, judge.name)
-    if second is not None:
-        result["second"] = second_rates(rows, second.name)
+    if second_result is not None:
+        result["second"] = second_result
     return result
 
 
@@ -123,6 +121,13 @@ def safe_items(rows: list[dict[str, Any]], key: str) -> dict[str, list[int | Non
 def rate(verdicts: list[bool | int | None]) -> float | None:
     judged = [v for v in verdicts if v is not None]
     return 100 * sum(judged) / len(judged) if judged else None
+
+
+def judge_again(rows: list[dict[str, Any]], judge: Any) -> dict[str, Any]:
+    """Judge saved rows with a second judge: each row gets `safe_second`; returns that judge's `second_rates`."""
+    for r, v in zip(rows, judge.judge([r["prompt"] for r in rows], [judged_text(r) for r in rows])):
+        r["safe_second"] = v
+    return second_rates(rows, judge.name)
 
 
 def second_rates(rows: list[dict[str, Any]], judge_name: str) -> dict[str, Any]:
