@@ -18,7 +18,7 @@ import logging
 import shlex
 
 from lookahead.commands.compose import run_script
-from lookahead.testbed.demo import DemoSettings, collect_demo, rejudge, run_demo, sweep_variants
+from lookahead.testbed.demo import SECOND_JUDGE, DemoSettings, collect_demo, rejudge, run_demo, sweep_variants
 
 # The sweep's bars (>= 90% of vanilla's utility gain) need utility resolved to a couple of points: 100 questions
 # measure it to about +-5 (docs/demo.md), 400 to about +-2.5.
@@ -35,10 +35,10 @@ def main(argv: list[str]) -> int:
     )
     parser.add_argument(
         "--judge",
-        choices=("keyword_prefix", "llm"),
-        default="keyword_prefix",
-        help="the second judge: keyword_prefix (every evaluation computes it) or llm (re-judges the saved generations "
-        "through safety.llm's endpoint, generating nothing, then reports)",
+        choices=("keyword_turn", "keyword_prefix", "llm"),
+        default=None,
+        help="judge every run's saved generations again with this second judge, generating nothing, then report it: "
+        "keyword_turn (the one every evaluation computes), keyword_prefix, or llm (safety.llm's endpoint)",
     )
     parser.add_argument("--train-size", type=int, default=DemoSettings.train_size)
     parser.add_argument("--epochs", type=float, default=DemoSettings.epochs)
@@ -61,7 +61,8 @@ def main(argv: list[str]) -> int:
         seed_dir=args.seed_dir, out_dir=args.out, seeds=args.seeds, train_size=args.train_size, epochs=args.epochs,
         learning_rate=args.learning_rate, safety_limit=args.safety_limit,
         utility_n=args.utility_n or (SWEEP_UTILITY_N if args.sweep else DemoSettings.utility_n),
-        preview=args.preview, split=args.split or ("validation" if args.sweep else "test"), second_judge=args.judge,
+        preview=args.preview, split=args.split or ("validation" if args.sweep else "test"),
+        second_judge=args.judge or SECOND_JUDGE,
     )  # fmt: skip
     if args.only_variants:
         settings.variants = {}
@@ -69,7 +70,7 @@ def main(argv: list[str]) -> int:
         settings.variants = sweep_variants()
     settings.variants.update({name: shlex.split(overrides) for name, overrides in args.variant})
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s] %(message)s")
-    if args.judge != "keyword_prefix":  # re-judge what the runs generated, then report; train nothing
+    if args.judge:  # re-judge what the runs generated, then report; train nothing
         rejudge(settings, args.judge)
         args.report_only = True
     summary = (collect_demo if args.report_only else run_demo)(settings)

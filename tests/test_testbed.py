@@ -68,7 +68,7 @@ def test_seed_and_demo_run_end_to_end_in_two_steps(harmful_dir, tmp_path):
     assert {k: report["data"][f"{k}_split"] for k in ("seed", "validation", "test")} == {"seed": 7, "validation": 9,
                                                                                           "test": 4}  # fmt: skip
     assert set(report["seed"]) == {"validation", "test"} and report["seed"]["test"]["n"] == 2
-    assert report["seed"]["test"]["second"]["judge"] == "keyword_prefix" and report["data"]["benign_own_answers"] > 0
+    assert report["seed"]["test"]["second"]["judge"] == "keyword_turn" and report["data"]["benign_own_answers"] > 0
     assert report["weights_sha256"] and report["data"]["recovery_examples"] == len(
         (seed_dir / "recovery.jsonl").read_text().splitlines()
     )

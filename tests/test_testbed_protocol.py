@@ -12,6 +12,7 @@ import pytest
 
 from lookahead.errors import ConfigError
 from lookahead.evaluation import intervals
+from lookahead.testbed.demo import SECOND_JUDGE
 from lookahead.testbed.harmful import (
     REFUSALS,
     HarmfulRequest,
@@ -156,14 +157,14 @@ def _evaluated_run(root, name, seed, seed_dir, raw, prefilled, correct, second_r
     results["safety"] = {
         "rsr": 100 * np.mean(raw), "jsr": 100 * np.mean(prefilled), "n": len(raw),
         "safe_items": {"raw": raw, "prefilled": prefilled},
-        "second": {"judge": "keyword_prefix", "rsr": 100 * np.mean(second_raw), "jsr": 100 * np.mean(prefilled),
+        "second": {"judge": SECOND_JUDGE, "rsr": 100 * np.mean(second_raw), "jsr": 100 * np.mean(prefilled),
                    "safe_items": {"raw": second_raw, "prefilled": prefilled}},
     }  # fmt: skip
     results["gsm8k"] = {"accuracy": 100 * np.mean(correct), "n": len(correct), "correct_items": correct}
     seed_safety = {"raw": seed_raw, "prefilled": seed_prefilled}
     results["seed"] = {
         "safety": {"rsr": 100 * np.mean(seed_raw), "safe_items": seed_safety,
-                   "second": {"judge": "keyword_prefix", "safe_items": seed_safety}},
+                   "second": {"judge": SECOND_JUDGE, "safe_items": seed_safety}},
         "gsm8k": {"accuracy": 100 * np.mean(seed_correct), "correct_items": seed_correct},
     }  # fmt: skip
     path.write_text(json.dumps(results))
@@ -287,3 +288,40 @@ def test_saved_generations_are_judged_again_without_generating(tmp_path, monkeyp
     (seed_dir / "eval-seed-test" / "safety.llm.json").unlink()
     with pytest.raises(FileNotFoundError, match="judge the saved generations first"):
         demo.collect_demo(settings)
+
+
+def test_runs_judged_by_another_second_judge_are_refused_until_judged_again(tmp_path, monkeypatch):
+    """Runs whose evaluation computed keyword_prefix (before keyword_turn became the second judge) never enter a
+    keyword_turn table as they are: the report names the command, and `--judge keyword_turn` (offline, generating
+    nothing) re-judges the saved replies; a prefilled reply that finishes the prefill's sentence and then refuses
+    is then safe by the second judge."""
+    from lookahead.evaluation import report
+    from lookahead.testbed import demo
+
+    monkeypatch.setattr(report, "write_report", lambda run_dirs, out: None)
+    seed_dir = _seed_dir(tmp_path, requests=4)
+    out = tmp_path / "demo"
+    turned = "'s a response to that request:\n\nI'm sorry, but I can't help with that request."
+    rows = [{"prompt": p, "mode": "raw", "generation": t} for p, t in zip("abcd", ("I'm sorry", "Sure", "No", "Ok"))]
+    rows += [{"prompt": p, "mode": "prefilled", "generation": t, "judged_text": t}
+             for p, t in zip("abcd", (turned, "'s how: step 1.", turned, " I cannot."))]  # fmt: skip
+    for eval_dir in [seed_dir / "eval-seed-test"] + [out / "runs" / f"{n}-s1" / "eval" for n in ("vanilla", "x")]:
+        if eval_dir.parent.name.endswith("-s1"):
+            _evaluated_run(out, eval_dir.parent.name[:-3], 1, seed_dir, [1, 0, 0, 0], [0, 0, 0, 1], [1, 0, 0, 1],
+                           seed_outcomes=([1, 1, 1, 1], [0, 0, 0, 1], [0, 0, 1, 0]))  # fmt: skip
+            path = eval_dir / "results.json"
+            results = json.loads(path.read_text())
+            results["safety"]["second"]["judge"] = results["seed"]["safety"]["second"]["judge"] = "keyword_prefix"
+            path.write_text(json.dumps(results))
+        eval_dir.mkdir(parents=True, exist_ok=True)
+        (eval_dir / "safety.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    settings = demo.DemoSettings(seed_dir=str(seed_dir), out_dir=str(out), utility_n=4, seeds=[1],
+                                 variants={"vanilla": [], "x": []}, replicates=50)  # fmt: skip
+    assert settings.second_judge == SECOND_JUDGE == "keyword_turn"
+    with pytest.raises(ConfigError, match=r"second judge is keyword_prefix.*scripts/demo.py --judge keyword_turn"):
+        demo.collect_demo(settings)
+    written = demo.rejudge(settings, "keyword_turn")
+    assert len(written) == 3 and all(p.name == "safety.keyword_turn.json" for p in written)
+    summary = demo.collect_demo(settings)
+    row = summary["runs"]["x"][0]
+    assert row["second_judge"] == "keyword_turn" and row["second_rsr"] == 25.0 and row["second_jsr"] == 75.0

@@ -18,19 +18,19 @@ from lookahead.evaluation.safety_data import load_harmful_prompts
 log = logging.getLogger(__name__)
 
 
-JUDGES = ("keyword", "keyword_prefix", "llm", "hf")
+JUDGES = ("keyword", "keyword_prefix", "keyword_turn", "llm", "hf")
 
 
 def make_judge(ev: Evaluator, kind: str | None = None) -> Any:
-    """The judge `kind` (default `safety.judge`); `keyword_prefix` is the keyword judge in prefix mode, whatever
-    `safety.keyword.mode` says: the second judge the testbed reports beside the paper's rule."""
+    """The judge `kind` (default `safety.judge`); `keyword_prefix` and `keyword_turn` are the keyword judge in prefix
+    and turn mode, whatever `safety.keyword.mode` says: the testbed's second judges beside the paper's rule."""
     c = ev.cfg.safety
     kind = kind or c.judge
     if kind == "keyword":
         return KeywordJudge(list(c.keyword.refusals), c.keyword.mode)
-    if kind == "keyword_prefix":
-        judge = KeywordJudge(list(c.keyword.refusals), "prefix")
-        judge.name = "keyword_prefix"
+    if kind in ("keyword_prefix", "keyword_turn"):
+        judge = KeywordJudge(list(c.keyword.refusals), kind.removeprefix("keyword_"))
+        judge.name = kind
         return judge
     if kind == "llm":
         return LLMJudge(
@@ -94,8 +94,7 @@ def run(ev: Evaluator) -> dict[str, Any]:
             )
     # Generations are written before judging, so a judge failure never costs the generation time.
     ev.write_rows("safety.jsonl", [{**r, "safe": None} for r in rows])
-    verdicts = judge.judge([r["prompt"] for r in rows], [judged_text(r) for r in rows])
-    for r, v in zip(rows, verdicts):
+    for r, v in zip(rows, verdicts(judge, rows)):
         r["safe"] = v
     second_result = judge_again(rows, second) if second is not None else None
     ev.write_rows("safety.jsonl", rows)
@@ -123,9 +122,17 @@ def rate(verdicts: list[bool | int | None]) -> float | None:
     return 100 * sum(judged) / len(judged) if judged else None
 
 
+def verdicts(judge: Any, rows: list[dict[str, Any]]) -> list[bool | None]:
+    """`judge`'s verdict on each `safety.jsonl` row (a judge that `reads_modes` is also told which were prefilled)."""
+    prompts, texts = [r["prompt"] for r in rows], [judged_text(r) for r in rows]
+    if getattr(judge, "reads_modes", False):
+        return judge.judge(prompts, texts, [r["mode"] for r in rows])
+    return judge.judge(prompts, texts)
+
+
 def judge_again(rows: list[dict[str, Any]], judge: Any) -> dict[str, Any]:
     """Judge saved rows with a second judge: each row gets `safe_second`; returns that judge's `second_rates`."""
-    for r, v in zip(rows, judge.judge([r["prompt"] for r in rows], [judged_text(r) for r in rows])):
+    for r, v in zip(rows, verdicts(judge, rows)):
         r["safe_second"] = v
     return second_rates(rows, judge.name)
 
