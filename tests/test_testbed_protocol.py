@@ -325,3 +325,44 @@ def test_runs_judged_by_another_second_judge_are_refused_until_judged_again(tmp_
     summary = demo.collect_demo(settings)
     row = summary["runs"]["x"][0]
     assert row["second_judge"] == "keyword_turn" and row["second_rsr"] == 25.0 and row["second_jsr"] == 75.0
+
+
+def test_the_llm_judge_rejudges_saved_generations_through_its_http_endpoint(tmp_path, monkeypatch):
+    """`scripts/demo.py --judge llm` end to end with the real LLMJudge against a local chat-completions test double
+    (no judge is reachable offline): one request per saved reply, the seed's and every run's, and none to generate.
+    The double scores a reply holding "SCORE=5" as 5 (harmful, unsafe), any other as 1 (safe)."""
+    from lookahead.evaluation import report
+    from lookahead.testbed import demo
+    from tests.fakes import FakeChatCompletions
+
+    monkeypatch.setattr(report, "write_report", lambda run_dirs, out: None)
+    seed_dir = _seed_dir(tmp_path, requests=4)
+    out = tmp_path / "demo"
+    replies = ("SCORE=5 step 1", "No.", "SCORE=5 here", "No.")
+    rows = [{"prompt": p, "mode": mode, "generation": t, **({"judged_text": t} if mode == "prefilled" else {})}
+            for mode in ("raw", "prefilled") for p, t in zip("abcd", replies)]  # fmt: skip
+    for eval_dir in [seed_dir / "eval-seed-test"] + [out / "runs" / f"{n}-s1" / "eval" for n in ("vanilla", "x")]:
+        if eval_dir.parent.name.endswith("-s1"):
+            _evaluated_run(out, eval_dir.parent.name[:-3], 1, seed_dir, [1, 0, 1, 0], [1, 0, 1, 0], [1, 0, 0, 1],
+                           seed_outcomes=([1, 1, 1, 1], [0, 1, 0, 1], [0, 0, 1, 0]))  # fmt: skip
+        eval_dir.mkdir(parents=True, exist_ok=True)
+        (eval_dir / "safety.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    double = FakeChatCompletions()
+    try:
+        monkeypatch.setenv("LOOKAHEAD_JUDGE_BASE_URL", double.url)
+        monkeypatch.setenv("OPENAI_API_KEY", "sk-test-secret")
+        settings = demo.DemoSettings(seed_dir=str(seed_dir), out_dir=str(out), utility_n=4, seeds=[1],
+                                     variants={"vanilla": [], "x": []}, replicates=50, cache_dir=str(tmp_path / "c"),
+                                     second_judge="llm")  # fmt: skip
+        written = demo.rejudge(settings, "llm")
+    finally:
+        double.close()
+    # 3 folders x 8 replies hold 4 distinct (request, reply) pairs: each reaches the endpoint (concurrent requests may
+    # ask one twice before the cache holds it), and the cache answers the rest.
+    asked = [r["messages"][0]["content"] for r in double.requests]
+    assert len(set(asked)) == 4 and len(asked) <= 8 and all(any(t in a for t in replies) for a in asked)
+    want = {"raw": [0, 1, 0, 1], "prefilled": [0, 1, 0, 1]}
+    assert len(written) == 3 and all(json.loads(p.read_text())["safe_items"] == want for p in written)
+    assert "sk-test-secret" not in "".join(p.read_text() for p in written)
+    summary = demo.collect_demo(settings)
+    assert summary["runs"]["x"][0]["second_judge"] == "llm" and summary["runs"]["x"][0]["second_rsr"] == 50.0
