@@ -405,11 +405,8 @@ def seed_second(settings: DemoSettings) -> dict[str, Any] | None:
         return json.loads(path.read_text())
     if settings.second_judge == SECOND_JUDGE:
         return None
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"{path}: judge the saved generations first (scripts/demo.py --judge {settings.second_judge})"
-        )
-    return json.loads(path.read_text())
+    command = f"scripts/demo.py --judge {settings.second_judge}"
+    raise FileNotFoundError(f"{path}: judge the saved generations first ({command})")
 
 
 def read_row(
