@@ -51,6 +51,10 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--preview", default=DemoSettings.preview, help="the variant checked against vanilla")
     parser.add_argument("--only-variants", action="store_true", help="drop the default rows")
     parser.add_argument(
+        "--compare", nargs=2, action="append", metavar=("A", "B"), default=[],
+        help="also give row A minus row B paired intervals (RSR, JSR, utility; both judges)",
+    )  # fmt: skip
+    parser.add_argument(
         "--sweep", action="store_true", help="previews x {none, safe_lora, asft, constrained_sft, safety_mix}"
     )
     parser.add_argument(
@@ -62,7 +66,7 @@ def main(argv: list[str]) -> int:
         learning_rate=args.learning_rate, safety_limit=args.safety_limit,
         utility_n=args.utility_n or (SWEEP_UTILITY_N if args.sweep else DemoSettings.utility_n),
         preview=args.preview, split=args.split or ("validation" if args.sweep else "test"),
-        second_judge=args.judge or SECOND_JUDGE,
+        second_judge=args.judge or SECOND_JUDGE, compare=[tuple(p) for p in args.compare],
     )  # fmt: skip
     if args.only_variants:
         settings.variants = {}
@@ -74,7 +78,7 @@ def main(argv: list[str]) -> int:
         rejudge(settings, args.judge)
         args.report_only = True
     summary = (collect_demo if args.report_only else run_demo)(settings)
-    keys = ("split", "variants", "paper_direction", "against_vanilla", "minutes")
+    keys = ("split", "variants", "paper_direction", "against_vanilla", "pairs", "minutes")
     shown = {k: summary[k] for k in keys if k in summary}
     shown["intervals"] = {
         name: {k: band[k] for k in ("rsr", "jsr", "utility", "keeps", "gain", "recipe", "direction") if k in band}

@@ -366,3 +366,35 @@ def test_the_llm_judge_rejudges_saved_generations_through_its_http_endpoint(tmp_
     assert "sk-test-secret" not in "".join(p.read_text() for p in written)
     summary = demo.collect_demo(settings)
     assert summary["runs"]["x"][0]["second_judge"] == "llm" and summary["runs"]["x"][0]["second_rsr"] == 50.0
+
+
+def test_two_rows_compared_get_paired_intervals_of_their_difference(tmp_path, monkeypatch):
+    """`--compare a b`: a - b with paired intervals on the seeds both have, in demo.json and sweep.md. A row against
+    its own copy differs by exactly 0; a row refusing every prefilled request that the other answers is above it
+    beyond noise; an unknown row is a one-line error."""
+    from lookahead.evaluation import report
+    from lookahead.testbed.demo import DemoSettings, collect_demo
+
+    monkeypatch.setattr(report, "write_report", lambda run_dirs, out: None)
+    seed_dir = _seed_dir(tmp_path, requests=40)
+    rng = np.random.default_rng(3)
+    seed_model = ([1] * 40, _outcomes(rng, 0.2, 40), _outcomes(rng, 0.1, 20))
+    out = tmp_path / "sweep"
+    for seed in (1, 2, 3):
+        raw, correct = _outcomes(rng, 0.5, 40), _outcomes(rng, 0.5, 20)
+        for name, prefilled in (("vanilla", [0] * 40), ("copy", [0] * 40), ("deep", [1] * 40)):
+            _evaluated_run(out, name, seed, seed_dir, raw, prefilled, correct, seed_outcomes=seed_model)
+    variants = {"vanilla": [], "copy": [], "deep": []}
+    settings = DemoSettings(seed_dir=str(seed_dir), out_dir=str(out), utility_n=20, variants=variants, replicates=200,
+                            compare=[("copy", "vanilla"), ("deep", "copy")])  # fmt: skip
+    pairs = collect_demo(settings)["pairs"]
+    same, deep = pairs["copy vs vanilla"], pairs["deep vs copy"]
+    assert same["seeds"] == [1, 2, 3] and same["rsr"] == {"estimate": 0.0, "interval": [0.0, 0.0]}
+    assert same["above"] == {"rsr": "within noise", "jsr": "within noise", "utility": "within noise"}
+    assert deep["jsr"] == {"estimate": 100.0, "interval": [100.0, 100.0]} and deep["above"]["jsr"] == "clears"
+    assert deep["second_jsr"]["estimate"] == 100.0 and deep["above"]["rsr"] == "within noise"
+    table = (out / "report" / "sweep.md").read_text()
+    assert "| deep vs copy | 1 2 3 | 0.0 [0.0, 0.0] | 100.0 [100.0, 100.0] | 0.0 [0.0, 0.0] |" in table
+    settings.compare = [("deep", "nowhere")]
+    with pytest.raises(ConfigError, match="--compare deep nowhere: no training seed has both rows"):
+        collect_demo(settings)

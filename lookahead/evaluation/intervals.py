@@ -104,6 +104,15 @@ def verdict(interval: Sequence[float] | None, bar: float) -> str | None:
     return CLEARS if low >= bar else MISSES if high < bar else WITHIN_NOISE
 
 
+def above_zero(interval: Sequence[float] | None) -> str | None:
+    """clears / within noise / misses of "a difference is above 0", read from its interval: an interval touching 0
+    (two rows that never differ: [0, 0]) is within noise."""
+    if interval is None:
+        return None
+    low, high = interval
+    return CLEARS if low > 0 else MISSES if high < 0 else WITHIN_NOISE
+
+
 def all_bars(verdicts: Sequence[str | None]) -> str | None:
     """Several bars that must all hold: misses if any misses, clears if all clear, else within noise."""
     if any(v is None for v in verdicts):
