@@ -396,5 +396,9 @@ def test_two_rows_compared_get_paired_intervals_of_their_difference(tmp_path, mo
     table = (out / "report" / "sweep.md").read_text()
     assert "| deep vs copy | 1 2 3 | 0.0 [0.0, 0.0] | 100.0 [100.0, 100.0] | 0.0 [0.0, 0.0] |" in table
     settings.compare = [("deep", "nowhere")]
-    with pytest.raises(ConfigError, match="--compare deep nowhere: no training seed has both rows"):
+    with pytest.raises(ConfigError, match="--compare deep nowhere: nowhere is not a row of this demo"):
         collect_demo(settings)
+    settings.variants["later"] = []  # a row of the sweep with no run evaluated yet: pending, the report still written
+    settings.compare = [("later", "deep")]
+    assert collect_demo(settings)["pairs"] == {"later vs deep": {"pending": True}}
+    assert "| later vs deep | pending |" in (out / "report" / "sweep.md").read_text()

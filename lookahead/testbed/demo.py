@@ -17,6 +17,7 @@ import math
 import shutil
 import statistics
 import time
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -516,18 +517,28 @@ def summarise(rows: dict[str, list[dict[str, Any]]], preview: str) -> dict[str, 
 
 
 def pair_intervals(
-    rows: dict[str, list[dict[str, Any]]], pairs: list[tuple[str, str]], replicates: int = 2000
+    rows: dict[str, list[dict[str, Any]]],
+    pairs: list[tuple[str, str]],
+    replicates: int = 2000,
+    variants: Iterable[str] | None = None,
 ) -> dict[str, dict[str, Any]]:
     """For each pair (a, b), paired bootstrap 95% intervals of a - b in RSR, JSR and utility by the first judge and
     RSR and JSR by the second, over the prompts, questions and training seeds both rows have; with `rsr`, `jsr` and
     `utility` read as a verdict on "a is above b" (clears: the interval is above 0; misses: below; else within
-    noise)."""
+    noise). A pair neither of whose rows is missing from `variants` but with no seed evaluated for both yet (a
+    partial sweep) is `pending`; a row that is not a variant is an error."""
     out: dict[str, dict[str, Any]] = {}
+    known = set(rows if variants is None else variants)
     for a, b in pairs:
+        unknown = [name for name in (a, b) if name not in known]
+        if unknown:
+            raise ConfigError(f"--compare {a} {b}: {', '.join(unknown)} is not a row of this demo ({', '.join(known)})")
         mine = {name: {r["seed"]: r for r in rows.get(name, []) if r.get("outcomes")} for name in (a, b)}
         common = sorted(set(mine[a]) & set(mine[b]))
         if not common:
-            raise ConfigError(f"--compare {a} {b}: no training seed has both rows evaluated with per-item outcomes")
+            log.info("--compare %s %s: no training seed has both rows evaluated yet", a, b)
+            out[f"{a} vs {b}"] = {"pending": True}
+            continue
         models = {
             f"{side}{judge}": {s: mine[name][s]["outcomes"][key] for s in common}
             for side, name in (("a", a), ("b", b))
@@ -710,6 +721,9 @@ def write_sweep_report(summary: dict[str, Any], out_dir: Path, second_judge: str
             "|---|---|---|---|---|---|---|",
         ]
         for pair, st in summary["pairs"].items():
+            if st.get("pending"):
+                lines.append(f"| {pair} | pending | | | | | |")
+                continue
             cells = " | ".join(intervals.shown(st[m]) for m in ("rsr", "jsr", "utility"))
             second = f"{intervals.shown(st['second_rsr'])}; {intervals.shown(st['second_jsr'])}"
             above = "; ".join(str(st["above"][m]) for m in ("rsr", "jsr", "utility"))
@@ -818,7 +832,8 @@ def write_reports(
         row = summary["against_vanilla"][name]
         if row["recipe"] is not None and name != "vanilla":
             row["recipe"] = band["recipe"] == intervals.CLEARS
-    summary["pairs"] = pair_intervals(rows, [tuple(p) for p in settings.compare], settings.replicates)
+    pairs = [tuple(p) for p in settings.compare]
+    summary["pairs"] = pair_intervals(rows, pairs, settings.replicates, settings.variants)
     write_sweep_report(summary, out / "report", settings.second_judge)
     summary = {
         **summary,
