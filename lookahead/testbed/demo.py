@@ -785,13 +785,14 @@ def run_demo(settings: DemoSettings) -> dict[str, Any]:
     digest = seed_digest(settings.seed_dir)
     rows: dict[str, list[dict[str, Any]]] = {}
     run_dirs = []
+    second = seed_second(settings)
     # Variant by variant, each on every seed: a sweep stopped part way has whole rows, which `--report-only` can
     # read against vanilla (vanilla comes first); a Safe LoRA row follows the twin it is projected from.
     for name, overrides in settings.variants.items():
         for seed in settings.seeds:
             run_dir = run_variant(settings, name, list(overrides), seed, out, base, digest)
             run_dirs.append(run_dir)
-            rows.setdefault(name, []).append(read_row(run_dir, seed, seed_second(settings), settings.second_judge))
+            rows.setdefault(name, []).append(read_row(run_dir, seed, second, settings.second_judge))
     return write_reports(settings, rows, run_dirs, started)
 
 

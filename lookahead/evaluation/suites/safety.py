@@ -94,7 +94,7 @@ def run(ev: Evaluator) -> dict[str, Any]:
             )
     # Generations are written before judging, so a judge failure never costs the generation time.
     ev.write_rows("safety.jsonl", [{**r, "safe": None} for r in rows])
-    for r, v in zip(rows, verdicts(judge, rows)):
+    for r, v in zip(rows, judge_rows(judge, rows)):
         r["safe"] = v
     second_result = judge_again(rows, second) if second is not None else None
     ev.write_rows("safety.jsonl", rows)
@@ -122,7 +122,7 @@ def rate(verdicts: list[bool | int | None]) -> float | None:
     return 100 * sum(judged) / len(judged) if judged else None
 
 
-def verdicts(judge: Any, rows: list[dict[str, Any]]) -> list[bool | None]:
+def judge_rows(judge: Any, rows: list[dict[str, Any]]) -> list[bool | None]:
     """`judge`'s verdict on each `safety.jsonl` row (a judge that `reads_modes` is also told which were prefilled)."""
     prompts, texts = [r["prompt"] for r in rows], [judged_text(r) for r in rows]
     if getattr(judge, "reads_modes", False):
@@ -132,7 +132,7 @@ def verdicts(judge: Any, rows: list[dict[str, Any]]) -> list[bool | None]:
 
 def judge_again(rows: list[dict[str, Any]], judge: Any) -> dict[str, Any]:
     """Judge saved rows with a second judge: each row gets `safe_second`; returns that judge's `second_rates`."""
-    for r, v in zip(rows, verdicts(judge, rows)):
+    for r, v in zip(rows, judge_rows(judge, rows)):
         r["safe_second"] = v
     return second_rates(rows, judge.name)
 
