@@ -34,7 +34,7 @@ class TestConfigGroups:
         assert options("lora") == ["lora", "none", "qlora"]
         assert options("logger") == ["none", "tensorboard", "wandb"]
         table1 = [f"table1_{d}_{m}" for d in ("gsm8k", "samsum") for m in TABLE1_METHODS]
-        assert options("experiment") == sorted(["paper_gsm8k", "paper_samsum", *table1])
+        assert options("experiment") == sorted(["paper_gsm8k", "paper_samsum", *table1, "testbed_preview_recovery"])
 
     @pytest.mark.parametrize("model", options("model"))
     def test_every_model_exposes_the_loading_knobs(self, model):

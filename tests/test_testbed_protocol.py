@@ -402,3 +402,25 @@ def test_two_rows_compared_get_paired_intervals_of_their_difference(tmp_path, mo
     settings.compare = [("later", "deep")]
     assert collect_demo(settings)["pairs"] == {"later vs deep": {"pending": True}}
     assert "| later vs deep | pending |" in (out / "report" / "sweep.md").read_text()
+
+
+def test_the_recipe_experiment_trains_exactly_the_row_validation_chose():
+    """`experiment=testbed_preview_recovery` is the sweep's row `virtual_prefix_untrained_f90+safety_recovery` at the
+    demo's sizes: the same resolved config, key for key, but for what names and logs a run."""
+    from omegaconf import OmegaConf
+
+    from lookahead.commands.compose import compose_train_config
+    from lookahead.testbed.demo import DemoSettings, sweep_variants, train_overrides
+
+    row = "virtual_prefix_untrained_f90+safety_recovery"
+    demo = compose_train_config(train_overrides(DemoSettings(), row, sweep_variants()[row], 2, "unused"))
+    recipe = compose_train_config(["experiment=testbed_preview_recovery", "trainer.seed=2"])
+    demo, recipe = (OmegaConf.to_container(c, resolve=True) for c in (demo, recipe))
+    for cfg in (demo, recipe):  # how a run is named and logged, not what it trains
+        for key in ("run_name", "logger"):
+            cfg.pop(key)
+        for key in ("save_steps", "max_steps"):
+            cfg["trainer"].pop(key)
+    assert recipe == demo
+    assert (recipe["method"]["fraction"], recipe["method"]["train_prefix"]) == (0.9, False)
+    assert recipe["dataset"]["safety_recovery"] == 0.05
