@@ -46,7 +46,7 @@ demo: demo-setup
 	test -f outputs/testbed/seed/model/seed_report.json || HF_HUB_OFFLINE=1 $(PY) scripts/make_safety_seed.py --no-evaluate-base --no-recovery --eval-splits test
 	HF_HUB_OFFLINE=1 $(PY) scripts/demo.py $(ARGS)
 
-# 5 previews x {none, safe_lora, asft, constrained_sft, safety_mix 0.05, safety_recovery 0.05} x 3 seeds, on the validation split: about 15 hours on 2 CPU cores.
+# 5 previews x {none, safe_lora, asft, constrained_sft, safety_mix 0.05, safety_recovery 0.05} x 3 seeds, on the validation split: about 20 hours on 2 CPU cores (docs/demo.md).
 sweep: demo-setup
 	test -f outputs/testbed/seed/recovery.jsonl || HF_HUB_OFFLINE=1 $(PY) scripts/make_safety_seed.py
 	HF_HUB_OFFLINE=1 $(PY) scripts/demo.py --sweep --out outputs/testbed/sweep $(ARGS)
