@@ -332,8 +332,10 @@ state = PartialState(cpu=True)
 from lookahead.guards.directions import shared_directions
 names = json.loads(sys.argv[3])
 directions, here = shared_directions(sys.argv[1], sys.argv[2], names, "exact", None, 1.0, None)
-print(json.dumps({"rank": state.process_index, "here": here,
-                  "bases": {n: d.basis.tolist() for n, d in directions.items()}}), flush=True)
+# One file per rank: two ranks' lines of about 9 KB on one shared pipe interleave (a write over PIPE_BUF is not atomic).
+with open(f"{sys.argv[5]}/rank{state.process_index}.json", "w") as f:
+    json.dump({"rank": state.process_index, "here": here,
+               "bases": {n: d.basis.tolist() for n, d in directions.items()}}, f)
 """
 
 
@@ -351,9 +353,9 @@ def test_each_process_computes_a_share_of_the_directions_and_all_get_them_all(pa
     script.write_text(SHARED_DIRECTIONS)
     result = run_cli([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr",
                       "127.0.0.1", "--master_port", str(free_port()), str(script), str(aligned), str(base),
-                      json.dumps(names), str(ROOT)])  # fmt: skip
+                      json.dumps(names), str(ROOT), str(tmp_path)])  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
-    ranks = sorted((json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")), key=str)
+    ranks = [json.loads((tmp_path / f"rank{rank}.json").read_text()) for rank in (0, 1)]
     assert sorted(r["here"] for r in ranks) == [len(names) // 2, len(names) - len(names) // 2]
     alone, here = shared_directions(str(aligned), str(base), names, "exact", None, 1.0, None)
     assert here == len(names)
