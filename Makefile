@@ -26,7 +26,7 @@ train: setup
 	HF_HUB_OFFLINE=1 $(PY) train.py $(ARGS)
 
 test: setup
-	HF_HUB_OFFLINE=1 $(PY) -m pytest -q
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q --durations=15
 
 test-fast: setup
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -m "not slow"
