@@ -66,7 +66,7 @@ def main(argv: list[str]) -> int:
         learning_rate=args.learning_rate, safety_limit=args.safety_limit,
         utility_n=args.utility_n or (SWEEP_UTILITY_N if args.sweep else DemoSettings.utility_n),
         preview=args.preview, split=args.split or ("validation" if args.sweep else "test"),
-        second_judge=args.judge or SECOND_JUDGE, compare=[tuple(p) for p in args.compare],
+        second_judge=args.judge or SECOND_JUDGE, compare=[tuple(p) for p in args.compare], choose=args.sweep,
     )  # fmt: skip
     if args.only_variants:
         settings.variants = {}
@@ -78,7 +78,7 @@ def main(argv: list[str]) -> int:
         rejudge(settings, args.judge)
         args.report_only = True
     summary = (collect_demo if args.report_only else run_demo)(settings)
-    keys = ("split", "variants", "paper_direction", "against_vanilla", "pairs", "minutes")
+    keys = ("split", "variants", "paper_direction", "against_vanilla", "pairs", "choice", "minutes")
     shown = {k: summary[k] for k in keys if k in summary}
     shown["intervals"] = {
         name: {k: band[k] for k in ("rsr", "jsr", "utility", "keeps", "gain", "recipe", "direction") if k in band}

@@ -404,6 +404,67 @@ def test_two_rows_compared_get_paired_intervals_of_their_difference(tmp_path, mo
     assert "| later vs deep | pending |" in (out / "report" / "sweep.md").read_text()
 
 
+def _first(k, n):
+    return [1] * k + [0] * (n - k)
+
+
+def test_the_sweep_chooses_by_its_fixed_rule_and_waits_for_every_seed(tmp_path, monkeypatch):
+    """The rule (lookahead/testbed/choice.py): only rows whose bar clears are eligible (the safest row here has no
+    utility: not chosen); the safest of them wins, a row within 1 point of it wins on utility; the runner-up gets a
+    paired difference; the second judge's own choice is named; a sweep missing a seed chooses nothing."""
+    from lookahead.evaluation import report
+    from lookahead.testbed.demo import DemoSettings, collect_demo
+
+    monkeypatch.setattr(report, "write_report", lambda run_dirs, out: None)
+    seed_dir = _seed_dir(tmp_path, requests=100)
+    seed_model = ([1] * 100, _first(20, 100), _first(5, 50))  # refuses every raw request; 10% utility
+    vanilla_correct = _first(25, 50)
+    rows = {  # raw, prefilled, correct (each row's safe items contain vanilla's: paired draws keep their order)
+        "vanilla": (_first(30, 100), _first(5, 100), vanilla_correct),
+        "safe": (_first(95, 100), _first(50, 100), vanilla_correct),  # safety 72.5
+        "tied": (_first(95, 100), _first(49, 100), _first(30, 50)),  # 72.0: within 1 point, more utility
+        "lower": (_first(90, 100), _first(10, 100), vanilla_correct),  # 50.0, clears the bar too
+        "weak": (_first(35, 100), _first(5, 100), vanilla_correct),  # keeps 5 of 70 points: misses
+        "mute": (_first(100, 100), _first(100, 100), [0] * 50),  # the safest, but no utility gain: misses
+    }
+    out = tmp_path / "sweep"
+    for seed in (1, 2):
+        for name, (raw, prefilled, correct) in rows.items():
+            second = _first(60, 100) if name == "tied" else None  # the turn judge reads tied's refusals as late
+            _evaluated_run(out, name, seed, seed_dir, raw, prefilled, correct, second_raw=second,
+                           seed_outcomes=seed_model)  # fmt: skip
+    settings = DemoSettings(seed_dir=str(seed_dir), out_dir=str(out), utility_n=50, seeds=[1, 2], replicates=300,
+                            variants={name: [] for name in rows}, choose=True)  # fmt: skip
+    choice = collect_demo(settings)["choice"]
+    assert choice["status"] == "chosen" and choice["choice"] == "tied" and choice["runner_up"] == "safe"
+    assert list(choice["eligible"]) == ["tied", "safe", "lower"]
+    assert choice["eligible"]["safe"]["safety"] == pytest.approx(72.5)
+    assert choice["second_judge_choice"] == "safe"
+    versus = choice["versus_runner_up"]
+    assert versus["seeds"] == [1, 2] and versus["jsr"]["estimate"] == pytest.approx(-1.0)
+    assert versus["utility"]["estimate"] == pytest.approx(10.0)
+    table = (out / "report" / "sweep.md").read_text()
+    assert "**tied** (mean of RSR and JSR 72.0, utility 60.0), the safest of the 3 rows whose bar clears" in table
+    assert "Runner-up: safe (72.5, utility 50.0)" in table and "JSR -1.0 [" in table
+    assert "The second judge would choose safe" in table
+
+    settings.variants["later"] = []  # a row with no run yet: nothing is chosen
+    (out / "runs" / "safe-s2" / "eval" / "results.json").unlink()  # and one missing its second seed
+    choice = collect_demo(settings)["choice"]
+    assert choice == {"status": "pending", "missing": ["safe", "later"], "rows_complete": 5}
+    assert (
+        "pending: 5 of 7 rows have every seed; still missing a seed: safe, later."
+        in (out / "report" / "sweep.md").read_text()
+    )
+
+    for seed in (1, 2):  # no row clears: none is named
+        for name in ("safe", "tied", "lower", "later"):
+            _evaluated_run(out / "none", name, seed, seed_dir, *rows["weak"], seed_outcomes=seed_model)
+        _evaluated_run(out / "none", "vanilla", seed, seed_dir, *rows["vanilla"], seed_outcomes=seed_model)
+    settings.out_dir, settings.variants = str(out / "none"), {n: [] for n in ("vanilla", "safe", "tied", "lower")}
+    assert collect_demo(settings)["choice"]["status"] == "none"
+
+
 def test_the_recipe_experiment_trains_exactly_the_row_validation_chose():
     """`experiment=testbed_preview_recovery` is the sweep's row `virtual_prefix_untrained_f90+safety_recovery` at the
     demo's sizes: the same resolved config, key for key, but for what names and logs a run."""

@@ -28,6 +28,7 @@ from lookahead.data.arithmetic import generate_arithmetic, generate_disjoint
 from lookahead.errors import ConfigError
 from lookahead.evaluation import intervals
 from lookahead.guards.posthoc import KEYS, project_run
+from lookahead.testbed import choice as recipe_choice
 from lookahead.testbed.seed import BENIGN_SEED, SeedSettings, base_model_path, base_overrides
 
 log = logging.getLogger(__name__)
@@ -121,6 +122,8 @@ class DemoSettings:
     # Pairs of rows (a, b) whose paired differences a - b get intervals too (`--compare a b`), beside each row's
     # against vanilla: what a sentence comparing two protections rests on.
     compare: list[tuple[str, str]] = field(default_factory=list)
+    # The sweep's choice rule (lookahead/testbed/choice.py, fixed before the sweep ran): `--sweep` applies it.
+    choose: bool = False
     cache_dir: str | None = None
 
 
@@ -728,6 +731,8 @@ def write_sweep_report(summary: dict[str, Any], out_dir: Path, second_judge: str
             second = f"{intervals.shown(st['second_rsr'])}; {intervals.shown(st['second_jsr'])}"
             above = "; ".join(str(st["above"][m]) for m in ("rsr", "jsr", "utility"))
             lines.append(f"| {pair} | {listed(st['seeds'])} | {cells} | {second} | {above} |")
+    if summary.get("choice"):
+        lines += ["", *recipe_choice.described(summary["choice"])]
     written = {"markdown": out_dir / "sweep.md", "plot": out_dir / "sweep.png"}
     written["markdown"].write_text("\n".join(lines) + "\n")
 
@@ -835,6 +840,12 @@ def write_reports(
             row["recipe"] = band["recipe"] == intervals.CLEARS
     pairs = [tuple(p) for p in settings.compare]
     summary["pairs"] = pair_intervals(rows, pairs, settings.replicates, settings.variants)
+    if settings.choose:
+        summary["choice"] = choice = recipe_choice.choose(summary["intervals"], list(settings.variants), settings.seeds)
+        if choice.get("runner_up"):
+            pair = (choice["choice"], choice["runner_up"])
+            versus = pair_intervals(rows, [pair], settings.replicates, settings.variants)
+            choice["versus_runner_up"] = versus[f"{pair[0]} vs {pair[1]}"]
     write_sweep_report(summary, out / "report", settings.second_judge)
     summary = {
         **summary,
