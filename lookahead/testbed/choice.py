@@ -53,13 +53,13 @@ def choose(bands: Mapping[str, Mapping[str, Any]], variants: Sequence[str], seed
         return {"status": "pending", "missing": missing, "rows_complete": len(variants) - len(missing)}
     eligible = [n for n in variants if n != "vanilla" and bands[n].get("recipe") == intervals.CLEARS]
     order = ranked(bands, eligible)
+    if not order:
+        return {"status": "none", "eligible": {}, "rows_complete": len(variants)}
     rows = {
         n: {"safety": safety(bands[n]), "second_safety": safety(bands[n], "second_"),
             "utility": bands[n]["utility"]["estimate"]}
         for n in order
     }  # fmt: skip
-    if not order:
-        return {"status": "none", "eligible": {}, "rows_complete": len(variants)}
     return {
         "status": "chosen",
         "choice": order[0],
