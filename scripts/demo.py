@@ -23,6 +23,8 @@ from lookahead.testbed.demo import SECOND_JUDGE, DemoSettings, collect_demo, rej
 # The sweep's bars (>= 90% of vanilla's utility gain) need utility resolved to a couple of points: 100 questions
 # measure it to about +-5 (docs/demo.md), 400 to about +-2.5.
 SWEEP_UTILITY_N = 400
+# The sweep spans sessions: its runs' evaluation records are committed here (lookahead/testbed/records.py).
+SWEEP_RECORDS = "results/testbed/sweep"
 
 
 def main(argv: list[str]) -> int:
@@ -58,6 +60,12 @@ def main(argv: list[str]) -> int:
         "--sweep", action="store_true", help="previews x {none, safe_lora, asft, constrained_sft, safety_mix}"
     )
     parser.add_argument(
+        "--records",
+        default=None,
+        help=f"a folder of per-run evaluation records to restore from and write to (default {SWEEP_RECORDS} with "
+        "--sweep, none otherwise; 'none' turns them off)",
+    )
+    parser.add_argument(
         "--report-only", action="store_true", help="report the runs already complete; train and evaluate nothing"
     )
     args = parser.parse_args(argv)
@@ -67,6 +75,7 @@ def main(argv: list[str]) -> int:
         utility_n=args.utility_n or (SWEEP_UTILITY_N if args.sweep else DemoSettings.utility_n),
         preview=args.preview, split=args.split or ("validation" if args.sweep else "test"),
         second_judge=args.judge or SECOND_JUDGE, compare=[tuple(p) for p in args.compare], choose=args.sweep,
+        records_dir=None if args.records == "none" else args.records or (SWEEP_RECORDS if args.sweep else None),
     )  # fmt: skip
     if args.only_variants:
         settings.variants = {}

@@ -485,3 +485,77 @@ def test_the_recipe_experiment_trains_exactly_the_row_validation_chose():
     assert recipe == demo
     assert (recipe["method"]["fraction"], recipe["method"]["train_prefix"]) == (0.9, False)
     assert recipe["dataset"]["safety_recovery"] == 0.05
+
+
+def test_a_run_whose_outputs_are_lost_is_restored_from_its_record_not_trained_again(tmp_path, monkeypatch):
+    """The sweep outlasts a session and `outputs/` may not survive it: each finished run writes a small record
+    (results, config, seed digest, generations) that a later sweep restores instead of training again; a record of
+    another seed or config stops it with one line."""
+    import gzip
+    import shutil
+
+    from omegaconf import OmegaConf
+
+    import lookahead.evaluation.runner
+    import lookahead.training.recipe
+    from lookahead.evaluation import report
+    from lookahead.testbed.demo import DemoSettings, collect_demo, run_variant, seed_digest
+
+    seed_dir = _seed_dir(tmp_path, requests=1)
+    calls = []
+    results = {"gsm8k": {"accuracy": 50.0, "n": 4, "correct_items": [1, 0, 1, 1]},
+               "safety": {"rsr": 100.0, "jsr": 0.0, "n": 1, "safe_items": {"raw": [1], "prefilled": [0]},
+                          "second": {"judge": SECOND_JUDGE, "safe_items": {"raw": [1], "prefilled": [0]}}},
+               "seed": {"gsm8k": {"accuracy": 10.0}, "safety": {"rsr": 90.0}}}  # fmt: skip
+    generations = '{"prompt": "a", "response": "I cannot help with that."}\n'
+
+    def train(cfg):
+        calls.append("train")
+        run_dir = Path(cfg.paths.output_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+        (run_dir / "summary.json").write_text("{}")
+
+    def evaluate(cfg):
+        calls.append("evaluate")
+        (Path(cfg.run_dir) / "eval").mkdir(exist_ok=True)
+        (Path(cfg.run_dir) / "eval" / "results.json").write_text(json.dumps(results))
+        (Path(cfg.run_dir) / "eval" / "safety.jsonl").write_text(generations)
+
+    monkeypatch.setattr(lookahead.training.recipe, "train", train)
+    monkeypatch.setattr(lookahead.evaluation.runner, "evaluate", evaluate)
+    records, out = tmp_path / "records", tmp_path / "demo"
+    settings = DemoSettings(seed_dir=str(seed_dir), out_dir=str(out), utility_n=4, records_dir=str(records))
+    run_variant(settings, "vanilla", ["method=vanilla"], 1, out, "base")
+    assert calls == ["train", "evaluate"]
+    record = json.loads((records / "vanilla-s1" / "record.json").read_text())
+    assert record["seed_digest"] == seed_digest(seed_dir) and record["results"] == results
+    assert OmegaConf.create(record["config"]).trainer.learning_rate == settings.learning_rate
+    assert gzip.decompress((records / "vanilla-s1" / "safety.jsonl.gz").read_bytes()).decode() == generations
+
+    shutil.rmtree(out)  # a new checkout: outputs/ is gone, the committed records are not
+    calls.clear()
+    run_dir = run_variant(settings, "vanilla", ["method=vanilla"], 1, out, "base")
+    assert calls == []
+    assert json.loads((run_dir / "eval" / "results.json").read_text()) == results
+    assert (run_dir / "eval" / "safety.jsonl").read_text() == generations  # `--judge llm` can judge them again
+    run_variant(settings, "vanilla", ["method=vanilla"], 1, out, "base")  # restored once, reused since
+    assert calls == [] and json.loads((records / "vanilla-s1" / "record.json").read_text()) == record
+
+    monkeypatch.setattr(report, "write_report", lambda run_dirs, out: None)
+    shutil.rmtree(out)
+    summary = collect_demo(DemoSettings(**{**settings.__dict__, "seeds": [1], "variants": {"vanilla": []}}))
+    assert summary["runs"]["vanilla"][0]["utility"] == 50.0  # the report reads records too
+
+    other = DemoSettings(**{**settings.__dict__, "learning_rate": 2e-3})
+    changed = r"records a run trained with another config \(trainer\.learning_rate: 0\.001"
+    with pytest.raises(ConfigError, match=changed):
+        run_variant(other, "vanilla", ["method=vanilla"], 1, tmp_path / "other", "base")
+    bigger = DemoSettings(**{**settings.__dict__, "utility_n": 400})
+    with pytest.raises(ConfigError, match="vanilla-s1: recorded at other sizes than this demo's"):
+        run_variant(bigger, "vanilla", ["method=vanilla"], 1, tmp_path / "bigger", "base")
+    old = seed_digest(seed_dir)
+    (seed_dir / "model" / "model.safetensors").write_bytes(b"rebuilt seed")
+    with pytest.raises(ConfigError, match=rf"was measured on seed weights {old}, not the seed now in place"):
+        run_variant(settings, "vanilla", ["method=vanilla"], 1, tmp_path / "rebuilt", "base")
+    assert calls == []

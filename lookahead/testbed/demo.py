@@ -29,6 +29,7 @@ from lookahead.errors import ConfigError
 from lookahead.evaluation import intervals
 from lookahead.guards.posthoc import KEYS, project_run
 from lookahead.testbed import choice as recipe_choice
+from lookahead.testbed.records import restore_record, write_record
 from lookahead.testbed.seed import BENIGN_SEED, SeedSettings, base_model_path, base_overrides
 
 log = logging.getLogger(__name__)
@@ -125,6 +126,10 @@ class DemoSettings:
     # The sweep's choice rule (lookahead/testbed/choice.py, fixed before the sweep ran): `--sweep` applies it.
     choose: bool = False
     cache_dir: str | None = None
+    # A folder of evaluation records, one per run, small enough to commit (lookahead/testbed/records.py): a run whose
+    # outputs are gone is restored from its record instead of trained again. `--sweep` keeps them in
+    # results/testbed/sweep, so that a sweep longer than a working session survives the loss of `outputs/`.
+    records_dir: str | None = None
 
 
 def check_split(split: str) -> None:
@@ -322,6 +327,13 @@ def run_variant(
     digest = digest or seed_digest(settings.seed_dir)
     check_seed_record(run_dir, digest)
     state = saved_run(run_dir, cfg)
+    if state != "trained" and settings.records_dir and restore_record(settings.records_dir, run_dir, digest, cfg):
+        if not evaluated(run_dir, settings):
+            raise ConfigError(
+                f"{settings.records_dir}/{run_dir.name}: recorded at other sizes than this demo's (utility_n "
+                f"{settings.utility_n}, safety limit {settings.safety_limit}): pass --records <new folder>"
+            )
+        return run_dir
     if state != "trained" or not evaluated(run_dir, settings):
         if state != "trained":
             source = unguarded_twin(name, seed, out, cfg)
@@ -338,6 +350,8 @@ def run_variant(
                     cfg.resume = "auto"
                 train(cfg)
         evaluate(compose_evaluate_config([f"run_dir={run_dir}", *evaluate_overrides(settings, out)]))
+    if settings.records_dir:
+        write_record(settings.records_dir, run_dir, digest)
     return run_dir
 
 
@@ -812,6 +826,8 @@ def collect_demo(settings: DemoSettings) -> dict[str, Any]:
     for seed in settings.seeds:
         for name in settings.variants:
             run_dir = out / "runs" / f"{name}-s{seed}"
+            if not evaluated(run_dir, settings) and settings.records_dir:
+                restore_record(settings.records_dir, run_dir, digest)
             if evaluated(run_dir, settings):
                 check_seed_record(run_dir, digest)
                 run_dirs.append(run_dir)
