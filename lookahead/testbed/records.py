@@ -48,7 +48,7 @@ def write_record(records: str | Path, run_dir: Path, digest: str) -> Path:
         "config": (run_dir / "config.yaml").read_text(),
         "results": json.loads((run_dir / "eval" / "results.json").read_text()),
     }
-    (folder / RECORD).write_text(json.dumps(record, indent=1, sort_keys=True) + "\n")
+    (folder / RECORD).write_text(json.dumps(record, sort_keys=True) + "\n")  # one line: the item lists are long
     generations = run_dir / "eval" / "safety.jsonl"
     if generations.is_file():  # mtime 0: the same generations give the same bytes
         (folder / GENERATIONS).write_bytes(gzip.compress(generations.read_bytes(), mtime=0))
