@@ -47,8 +47,10 @@ demo: demo-setup
 	HF_HUB_OFFLINE=1 $(PY) scripts/demo.py $(ARGS)
 
 # 5 previews x {none, safe_lora, asft, constrained_sft, safety_mix 0.05, safety_recovery 0.05} x 3 seeds, on the validation split: about 20 hours on 2 CPU cores (docs/demo.md).
+# On the archived seed (results/testbed/seed, rebuilt to the same weights on any CPU), so that its committed run records
+# (results/testbed/sweep) add up across machines and sessions.
 sweep: demo-setup
-	test -f outputs/testbed/seed/recovery.jsonl || HF_HUB_OFFLINE=1 $(PY) scripts/make_safety_seed.py
+	test -f outputs/testbed/seed/recovery.jsonl || HF_HUB_OFFLINE=1 $(PY) scripts/make_safety_seed.py --from-archive results/testbed/seed --no-evaluate-base --eval-splits validation
 	HF_HUB_OFFLINE=1 $(PY) scripts/demo.py --sweep --out outputs/testbed/sweep $(ARGS)
 
 # The sweep's report/sweep.{md,png} from the runs complete so far (a partial sweep marks its one-seed rows).

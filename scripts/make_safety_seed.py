@@ -16,7 +16,8 @@ import json
 import logging
 
 from lookahead.commands.compose import run_script
-from lookahead.testbed.seed import SeedSettings, add_recovery_pool, make_seed
+from lookahead.testbed.seed import SeedSettings, add_recovery_pool, make_seed, seed_from_archive
+from lookahead.testbed.seed_archive import write_archive
 
 
 def parse(argv: list[str]) -> SeedSettings:
@@ -30,20 +31,31 @@ def parse(argv: list[str]) -> SeedSettings:
         parser.add_argument(name, dest=field.name, type=kind, default=field.default)
     parser.add_argument("--out", dest="out_dir", default=SeedSettings.out_dir)
     parser.add_argument(
+        "--from-archive",
+        default=None,
+        metavar="DIR",
+        help="rebuild the archived seed exactly (e.g. results/testbed/seed, what `make sweep` uses), training nothing",
+    )
+    parser.add_argument(
+        "--archive", default=None, metavar="DIR", help="after building, archive the seed in DIR (its adapter, pools)"
+    )
+    parser.add_argument(
         "--only-recovery", action="store_true", help="add recovery.jsonl to the seed in --out; train nothing"
     )
     args = vars(parser.parse_args(argv))
-    only_recovery = args.pop("only_recovery")
-    return SeedSettings(**args), only_recovery
+    modes = {k: args.pop(k) for k in ("only_recovery", "from_archive", "archive")}
+    return SeedSettings(**args), modes
 
 
 def main(argv: list[str]) -> int:
-    settings, only_recovery = parse(argv)
+    settings, modes = parse(argv)
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s] %(message)s")
-    if only_recovery:
+    if modes["only_recovery"]:
         print(json.dumps({"recovery_examples": add_recovery_pool(settings)}))
         return 0
-    report = make_seed(settings)
+    report = seed_from_archive(settings, modes["from_archive"]) if modes["from_archive"] else make_seed(settings)
+    if modes["archive"]:
+        write_archive(settings.out_dir, modes["archive"])
     print(json.dumps({k: report[k] for k in ("seed", "base", "minutes")}, indent=2))
     return 0
 

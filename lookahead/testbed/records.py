@@ -70,7 +70,8 @@ def restore_record(records: str | Path, run_dir: Path, digest: str, cfg: Any | N
     if record["seed_digest"] != digest:
         raise ConfigError(
             f"{path} was measured on seed weights {record['seed_digest']}, not the seed now in place ({digest}): "
-            "pass --records <new folder> for this seed"
+            "rebuild the recorded seed (`scripts/make_safety_seed.py --from-archive results/testbed/seed`, as `make "
+            "sweep` does) or pass --records <new folder> for this seed"
         )
     if cfg is not None:
         changes = config_changes(record["config"], OmegaConf.to_yaml(cfg, resolve=True), shared_only=True)

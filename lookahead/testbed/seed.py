@@ -19,7 +19,7 @@ import logging
 import random
 import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -202,6 +202,7 @@ def make_seed(settings: SeedSettings) -> dict[str, Any]:
     """Write `<out_dir>/model` (the seed), the splits' csv files, and `seed_report.json`; returns the report."""
     from lookahead.commands.compose import compose_train_config
     from lookahead.shipping.export import export_merged
+    from lookahead.testbed.seed_archive import exact_merge
     from lookahead.training.recipe import train
 
     started = time.time()
@@ -244,7 +245,37 @@ def make_seed(settings: SeedSettings) -> dict[str, Any]:
     model_dir = out / "model"
     shutil.rmtree(model_dir, ignore_errors=True)
     export_merged(run_dir, out_dir=model_dir)
+    exact_merge(model_dir, base, run_dir / "final")  # the same weights from this adapter on every CPU
+    train_info = {"steps": summary["global_step"], "final_loss": summary["final_loss"]}
+    return report_seed(settings, base, counts, train_info, started)
 
+
+def seed_from_archive(settings: SeedSettings, archive: str | Path) -> dict[str, Any]:
+    """The seed of `archive` (lookahead/testbed/seed_archive.py) rebuilt exactly in `settings.out_dir`, training
+    nothing, then evaluated as `make_seed` evaluates the seed it trains; returns the report."""
+    from lookahead.testbed.seed_archive import restore_archive
+
+    started = time.time()
+    base = base_model_path(settings)
+    manifest = restore_archive(archive, settings.out_dir, base)
+    built = manifest["report"]
+    # The build's settings (the demo reads `benign` from them), with this call's folders and evaluation choices.
+    here = {k: getattr(settings, k) for k in ("out_dir", "eval_splits", "evaluate_base", "cache_dir", "harmful_dir")}
+    names = {f.name for f in fields(SeedSettings)}
+    settings = SeedSettings(**{**{k: v for k, v in built.get("settings", {}).items() if k in names}, **here})
+    report = report_seed(settings, base, built.get("data", {}), built.get("train", {}), started)
+    report["archive"] = str(archive)
+    (Path(settings.out_dir) / "seed_report.json").write_text(json.dumps(report, indent=2) + "\n")
+    (Path(settings.out_dir) / "model" / "seed_report.json").write_text(json.dumps(report, indent=2) + "\n")
+    return report
+
+
+def report_seed(
+    settings: SeedSettings, base: str, counts: dict[str, Any], train_info: dict[str, Any], started: float
+) -> dict[str, Any]:
+    """Evaluate the seed in `<out_dir>/model` (and, if asked, the base model) and write `seed_report.json`."""
+    out = Path(settings.out_dir)
+    model_dir = out / "model"
     splits = [s.strip() for s in settings.eval_splits.split(",") if s.strip()]
     unknown = [s for s in splits if s not in ("validation", "test")]
     if unknown:
@@ -261,7 +292,7 @@ def make_seed(settings: SeedSettings) -> dict[str, Any]:
         "seed": seed_eval,
         "base": base_eval,
         "data": counts,
-        "train": {"steps": summary["global_step"], "final_loss": summary["final_loss"]},
+        "train": train_info,
         "settings": asdict(settings),
         "base_model": base,
         "weights_sha256": seed_digest(out),
