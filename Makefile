@@ -53,8 +53,10 @@ sweep: demo-setup
 	test -f outputs/testbed/seed/recovery.jsonl || HF_HUB_OFFLINE=1 $(PY) scripts/make_safety_seed.py --from-archive results/testbed/seed --no-evaluate-base --eval-splits validation
 	HF_HUB_OFFLINE=1 $(PY) scripts/demo.py --sweep --out outputs/testbed/sweep $(ARGS)
 
-# The sweep's report/sweep.{md,png} from the runs complete so far (a partial sweep marks its one-seed rows).
+# The sweep's report/sweep.{md,png} from the runs complete so far (a partial sweep marks its one-seed rows), read from
+# outputs/ or from the committed records; on a new checkout it rebuilds the archived seed first (4 minutes).
 sweep-report: setup
+	test -f outputs/testbed/seed/recovery.jsonl || HF_HUB_OFFLINE=1 $(PY) scripts/make_safety_seed.py --from-archive results/testbed/seed --no-evaluate-base --eval-splits validation
 	$(PY) scripts/demo.py --sweep --report-only --out outputs/testbed/sweep $(ARGS)
 
 lint: setup
