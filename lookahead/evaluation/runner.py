@@ -76,6 +76,14 @@ def weights_stamp(model_path: str) -> list[list[Any]] | None:
     return [[p.name, p.stat().st_size, p.stat().st_mtime_ns] for p in weights]
 
 
+def without_items(value: Any) -> Any:
+    """`value` without its per-item outcome lists (`safe_items`, `correct_items`): results.json keeps them for the
+    intervals; printed, hundreds of 0/1 lines would push the rates out of the summary."""
+    if isinstance(value, dict):
+        return {k: without_items(v) for k, v in value.items() if not k.endswith("_items")}
+    return value
+
+
 def seed_cache_key(cfg: DictConfig, loaded: LoadedModel, suite: str) -> str:
     """What decides the seed model's numbers on one suite: the model, the tokenizer's template, the suite's settings."""
     c = OmegaConf.to_container(cfg, resolve=True)
@@ -212,7 +220,7 @@ def evaluate(cfg: DictConfig, judge_api_key: str | None = None) -> dict[str, Any
             log.info("Model card: %s", card)
         print(
             f"\nResults: {out_dir / RESULTS_FILE}\n"
-            + json.dumps({k: v for k, v in results.items() if k in suites}, indent=1)[:2000]
+            + json.dumps({k: without_items(v) for k, v in results.items() if k in suites}, indent=1)[:2000]
         )
     raise_if_failed(verdict)  # after results.json and the card are written
     return results

@@ -83,6 +83,9 @@ def test_evaluate_tiny_run_writes_results_and_per_suite_files(tmp_path):
     out = tmp_path / "run" / "eval"
     results = json.loads((out / "results.json").read_text())
     check_results(results, ["gsm8k", "safety", "kl"])
+    printed = result.stdout[result.stdout.index("Results: ") :]  # the rates, not hundreds of per-item 0/1 lines
+    assert '"rsr"' in printed and '"accuracy"' in printed and "_items" not in printed
+    assert "safe_items" in results["safety"] and "correct_items" in results["gsm8k"]  # results.json keeps them
     assert results["samsum"]["n"] == 3 and 0 <= results["samsum"]["rouge1"] <= 100
     assert (out / "config.yaml").is_file() and (out / "kl.csv").is_file() and (out / "kl.png").is_file()
     rows = [json.loads(line) for line in (out / "safety.jsonl").read_text().splitlines()]
