@@ -415,13 +415,17 @@ def test_the_seed_scripts_flags_map_onto_its_settings():
     from tests.conftest import ROOT
 
     parse = runpy.run_path(str(ROOT / "scripts" / "make_safety_seed.py"))["parse"]
-    defaults, only_recovery = parse([])
-    assert defaults.evaluate_base is True and defaults.refusals == 150 and defaults.recovery and not only_recovery
+    defaults, modes = parse([])
+    assert defaults.evaluate_base is True and defaults.refusals == 150 and defaults.recovery
+    assert modes == {"only_recovery": False, "from_archive": None, "archive": None}
     assert defaults.eval_splits == "validation,test"
     settings, _ = parse(["--no-evaluate-base", "--refusals", "12", "--epochs", "0.5", "--out", "x", "--no-recovery",
                          "--eval-splits", "test"])  # fmt: skip
     assert (settings.evaluate_base, settings.refusals, settings.epochs, settings.out_dir) == (False, 12, 0.5, "x")
-    assert (settings.recovery, settings.eval_splits) == (False, "test") and parse(["--only-recovery"])[1]
+    assert (settings.recovery, settings.eval_splits) == (False, "test")
+    assert parse(["--only-recovery"])[1]["only_recovery"]
+    modes = parse(["--from-archive", "results/testbed/seed", "--archive", "a"])[1]
+    assert (modes["from_archive"], modes["archive"]) == ("results/testbed/seed", "a")
 
 
 def test_a_recovery_pool_is_added_to_a_seed_without_touching_it(tmp_path, monkeypatch):
