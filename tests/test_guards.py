@@ -336,6 +336,11 @@ directions, here = shared_directions(sys.argv[1], sys.argv[2], names, "exact", N
 with open(f"{sys.argv[5]}/rank{state.process_index}.json", "w") as f:
     json.dump({"rank": state.process_index, "here": here,
                "bases": {n: d.basis.tolist() for n, d in directions.items()}}, f)
+# Leave the group before exit: gloo threads still running at interpreter shutdown can abort both ranks ("terminate
+# called without an active exception", SIGABRT; seen once in a full CI run, 2026-12-07).
+import torch.distributed as dist
+dist.barrier()
+dist.destroy_process_group()
 """
 
 
