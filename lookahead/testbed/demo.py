@@ -826,9 +826,10 @@ def collect_demo(settings: DemoSettings) -> dict[str, Any]:
     for seed in settings.seeds:
         for name in settings.variants:
             run_dir = out / "runs" / f"{name}-s{seed}"
-            if not evaluated(run_dir, settings) and settings.records_dir:
-                restore_record(settings.records_dir, run_dir, digest)
-            if evaluated(run_dir, settings):
+            done = evaluated(run_dir, settings)
+            if not done and settings.records_dir and restore_record(settings.records_dir, run_dir, digest):
+                done = evaluated(run_dir, settings)
+            if done:
                 check_seed_record(run_dir, digest)
                 run_dirs.append(run_dir)
                 rows.setdefault(name, []).append(read_row(run_dir, seed, second, settings.second_judge))

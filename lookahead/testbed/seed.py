@@ -263,17 +263,21 @@ def seed_from_archive(settings: SeedSettings, archive: str | Path) -> dict[str, 
     here = {k: getattr(settings, k) for k in ("out_dir", "eval_splits", "evaluate_base", "cache_dir", "harmful_dir")}
     names = {f.name for f in fields(SeedSettings)}
     settings = SeedSettings(**{**{k: v for k, v in built.get("settings", {}).items() if k in names}, **here})
-    report = report_seed(settings, base, built.get("data", {}), built.get("train", {}), started)
-    report["archive"] = str(archive)
-    (Path(settings.out_dir) / "seed_report.json").write_text(json.dumps(report, indent=2) + "\n")
-    (Path(settings.out_dir) / "model" / "seed_report.json").write_text(json.dumps(report, indent=2) + "\n")
-    return report
+    return report_seed(
+        settings, base, built.get("data", {}), built.get("train", {}), started, {"archive": str(archive)}
+    )
 
 
 def report_seed(
-    settings: SeedSettings, base: str, counts: dict[str, Any], train_info: dict[str, Any], started: float
+    settings: SeedSettings,
+    base: str,
+    counts: dict[str, Any],
+    train_info: dict[str, Any],
+    started: float,
+    extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Evaluate the seed in `<out_dir>/model` (and, if asked, the base model) and write `seed_report.json`."""
+    """Evaluate the seed in `<out_dir>/model` (and, if asked, the base model) and write `seed_report.json` (with
+    `extra`'s fields)."""
     out = Path(settings.out_dir)
     model_dir = out / "model"
     splits = [s.strip() for s in settings.eval_splits.split(",") if s.strip()]
@@ -297,6 +301,7 @@ def report_seed(
         "base_model": base,
         "weights_sha256": seed_digest(out),
         "minutes": round((time.time() - started) / 60, 1),
+        **(extra or {}),
     }
     (model_dir / "seed_report.json").write_text(json.dumps(report, indent=2) + "\n")
     (out / "seed_report.json").write_text(json.dumps(report, indent=2) + "\n")
